@@ -1,0 +1,13 @@
+"""File > Open Sample > ISBI 2012 EM (30 slices)."""
+
+from .datasets import isbi2012
+from .labels import LABEL_COLORS
+
+
+def isbi2012_sample() -> list[tuple]:
+    """Return the ISBI 2012 training volume and its annotation labels as layer data."""
+    image, labels = isbi2012()
+    return [
+        (image, {"name": "ISBI 2012 EM"}, "image"),
+        (labels, {"name": "ISBI 2012 labels", "opacity": 0.7, "colormap": LABEL_COLORS}, "labels"),
+    ]

@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.errors import InputError
+from napari_unet.io import MASK_KEY, read_image, read_labels, write_mask, write_tiff
+
+ANNOTATION = np.array([[[1, 2], [2, 1]], [[2, 2], [1, 1]]], dtype=np.uint8)
+
+
+def test_write_mask_round_trip(tmp_path):
+    path = write_mask(tmp_path / "mask.tif", ANNOTATION)
+    data = tifffile.imread(path)
+    assert data.shape == ANNOTATION.shape
+    assert data.dtype == np.uint8
+    np.testing.assert_array_equal(data, np.where(ANNOTATION == 1, 255, 0))
+    np.testing.assert_array_equal(read_labels(path), ANNOTATION)
+
+
+def test_write_mask_records_axes_and_convention(tmp_path):
+    path = write_mask(tmp_path / "mask.tif", ANNOTATION, convention="isbi")
+    with tifffile.TiffFile(path) as tif:
+        meta = json.loads(tif.pages.first.description)
+        assert tif.series[0].axes == "ZYX"
+    assert meta[MASK_KEY] == "isbi"
+    np.testing.assert_array_equal(tifffile.imread(path), np.where(ANNOTATION == 1, 0, 255))
+    np.testing.assert_array_equal(read_labels(path), ANNOTATION)
+
+
+def test_refuses_to_overwrite(tmp_path):
+    path = tmp_path / "mask.tif"
+    path.write_bytes(b"precious")
+    with pytest.raises(InputError, match="exists"):
+        write_mask(path, ANNOTATION)
+    assert path.read_bytes() == b"precious"
+    write_mask(path, ANNOTATION, overwrite=True)
+    np.testing.assert_array_equal(read_labels(path), ANNOTATION)
+    assert [p.name for p in tmp_path.iterdir()] == ["mask.tif"]
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(InputError, match="no such folder"):
+        write_tiff(tmp_path / "nope" / "x.tif", ANNOTATION)
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tifffile, "imwrite", full_disk)
+    with pytest.raises(InputError, match="No space left on device"):
+        write_tiff(tmp_path / "x.tif", ANNOTATION)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_labels_isbi_file(tmp_path):
+    tifffile.imwrite(tmp_path / "isbi.tif", np.where(ANNOTATION == 1, 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(read_labels(tmp_path / "isbi.tif"), ANNOTATION)
+
+
+def test_read_labels_foreign_values(tmp_path):
+    tifffile.imwrite(tmp_path / "bad.tif", np.array([[0, 7]], np.uint8))
+    with pytest.raises(InputError, match=r"bad.tif: label values \[7\] fit no convention"):
+        read_labels(tmp_path / "bad.tif")
+
+
+def test_read_errors(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        read_image(tmp_path / "missing.tif")
+    (tmp_path / "corrupt.tif").write_bytes(b"not a tiff at all")
+    with pytest.raises(InputError, match="not a readable TIFF"):
+        read_image(tmp_path / "corrupt.tif")
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(InputError, match="RGB"):
+        read_image(tmp_path / "rgb.tif")

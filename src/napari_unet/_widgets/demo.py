@@ -1,0 +1,40 @@
+"""The demo: napari with the ISBI 2012 sample and every plugin widget docked."""
+
+from pathlib import Path
+
+import napari
+from qtpy.QtWidgets import QApplication
+
+PLUGIN = "napari-unet-em"
+WIDGETS = ("Data",)
+
+
+def build_demo_viewer(*, show: bool = True) -> napari.Viewer:
+    """Return a viewer holding the ISBI 2012 sample with the plugin's widgets docked."""
+    viewer = napari.Viewer(title="napari-unet", show=show)
+    viewer.open_sample(PLUGIN, "isbi2012")
+    for name in WIDGETS:
+        viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return viewer
+
+
+def save_screenshot(viewer: napari.Viewer, path: str | Path) -> Path:
+    """Save the whole window, as a user sees it at 1400x900, to a PNG file."""
+    viewer.window.resize(1400, 900)
+    for _ in range(5):
+        QApplication.processEvents()
+    viewer.reset_view()
+    QApplication.processEvents()
+    viewer.screenshot(str(path), canvas_only=False)
+    return Path(path)
+
+
+def open_demo(*, screenshot: str | None = None) -> int:
+    """Open the demo; with ``screenshot`` save a PNG of the window and close."""
+    viewer = build_demo_viewer()
+    if screenshot:
+        print(f"saved {save_screenshot(viewer, screenshot)}")
+        viewer.close()
+        return 0
+    napari.run()
+    return 0

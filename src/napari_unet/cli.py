@@ -1,0 +1,86 @@
+"""The ``napari-unet`` command line.
+
+Every subcommand exits with 0 on success and 2 with a one-line message on a user
+mistake (`InputError`), never with a raw traceback.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+from . import __version__
+from .errors import InputError
+
+DEMO_SCREENSHOT = "napari-unet-demo.png"
+
+
+def _has_display() -> bool:
+    return sys.platform != "linux" or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+
+
+def _demo_headless(args: argparse.Namespace) -> int:
+    """Rerun the demo on a virtual screen (Xvfb) and save a screenshot."""
+    if shutil.which("xvfb-run") is None:
+        raise InputError(
+            "no display found; install Xvfb (apt install xvfb libxcb-icccm4 libxcb-keysyms1) "
+            "or run on a desktop"
+        )
+    shot = args.screenshot or DEMO_SCREENSHOT
+    print(f"no display found: showing the demo on a virtual screen and saving {shot}")
+    command = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24",
+               sys.executable, "-m", "napari_unet.cli", "demo", "--screenshot", shot]
+    return subprocess.call(command)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if not _has_display():
+        return _demo_headless(args)
+    from ._widgets.demo import open_demo
+
+    return open_demo(screenshot=args.screenshot)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with one subparser per job."""
+    parser = argparse.ArgumentParser(
+        prog="napari-unet",
+        description="U-Net (Ronneberger et al. 2015) for EM membrane segmentation.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    jobs = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = jobs.add_parser(
+        "demo",
+        help="open napari with the ISBI 2012 sample and the plugin's widgets",
+        description="Open napari with the ISBI 2012 sample loaded and the plugin's widgets "
+        "docked. Without a display it runs on a virtual screen and saves a screenshot.",
+    )
+    demo.add_argument(
+        "--screenshot", metavar="PNG", help="save a screenshot of the window there and exit"
+    )
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.run(args)
+    except InputError as err:
+        print(f"napari-unet {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"napari-unet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

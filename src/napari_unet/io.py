@@ -1,0 +1,176 @@
+"""Reading and writing TIFF files: images, labels in either convention, masks.
+
+Writes are atomic (a temporary file in the target folder, then a rename) and
+never replace an existing file unless asked, so a failed or refused write
+leaves whatever was there untouched.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from .errors import InputError
+from .labels import MaskConvention, export_mask, mask_to_annotation, to_annotation
+from .validate import check_image
+
+# Key under which exported masks record their convention in the TIFF description.
+MASK_KEY = "napari_unet_mask"
+
+
+def read_tiff(path: str | os.PathLike) -> np.ndarray:
+    """Read a TIFF file into memory, failing with a one-line message.
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Returns
+    -------
+    array : ndarray
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        return tifffile.imread(path)
+    except (tifffile.TiffFileError, ValueError, OSError) as err:
+        raise InputError(f"{path}: not a readable TIFF file ({err})") from None
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a (Y, X) or (Z, Y, X) single-channel image from a TIFF file.
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Returns
+    -------
+    image : (Y, X) or (Z, Y, X) ndarray
+        The stored dtype, unchanged.
+    """
+    return check_image(read_tiff(path), name=str(path))
+
+
+def mask_convention_of(path: str | os.PathLike) -> MaskConvention | None:
+    """Return the convention recorded in a mask file written by `write_mask`, or None."""
+    with tifffile.TiffFile(path) as tif:
+        description = tif.pages.first.description
+    try:
+        meta = json.loads(description)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    return meta.get(MASK_KEY) if isinstance(meta, dict) else None
+
+
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """Read a label file as annotation labels (0 = not annotated, 1 = membrane, 2 = interior).
+
+    A mask exported by this package is read back in the convention it recorded;
+    any other file may be in the annotation or the ISBI convention (DESIGN.md).
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Returns
+    -------
+    labels : (Y, X) or (Z, Y, X) uint8 ndarray
+
+    Raises
+    ------
+    InputError
+        When the file is missing or unreadable or its values fit no convention.
+    """
+    data = read_tiff(path)
+    try:
+        convention = mask_convention_of(path)
+        labels = (
+            mask_to_annotation(data, convention=convention)
+            if convention
+            else to_annotation(data)
+        )
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
+    return check_image(labels, name=str(path))
+
+
+def write_tiff(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    *,
+    overwrite: bool = False,
+    metadata: dict | None = None,
+) -> Path:
+    """Write an array to a zlib-compressed TIFF, atomically.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Target file; its folder must exist.
+    data : (Y, X) or (Z, Y, X) ndarray
+    overwrite : bool
+        Replace an existing file. Without it an existing file is an error.
+    metadata : dict, optional
+        Extra JSON-serialisable entries for the TIFF description; the axes are
+        always recorded.
+
+    Returns
+    -------
+    path : Path
+        The written file.
+
+    Raises
+    ------
+    InputError
+        When the file exists (and ``overwrite`` is false), the folder is missing,
+        or the write fails (a full disk, say); nothing is left behind then.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} exists; choose another name or allow overwriting")
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent}: no such folder")
+    axes = "ZYX"[-data.ndim:] if data.ndim <= 3 else None
+    meta = {"axes": axes, **(metadata or {})}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp, data, metadata=meta, compression="zlib")
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"could not write {path}: {err.strerror or err}") from None
+    return path
+
+
+def write_mask(
+    path: str | os.PathLike,
+    labels: np.ndarray,
+    *,
+    convention: MaskConvention = "membrane",
+    overwrite: bool = False,
+) -> Path:
+    """Export annotation labels as a mask TIFF (DESIGN.md "Exported mask TIFF").
+
+    Parameters
+    ----------
+    path : str or PathLike
+    labels : (Y, X) or (Z, Y, X) ndarray
+        Annotation labels; 1 = membrane.
+    convention : {'membrane', 'isbi'}
+        ``'membrane'``: 255 = membrane, 0 = not membrane. ``'isbi'``: 0 = membrane,
+        255 = interior.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    path : Path
+    """
+    mask = export_mask(labels, convention=convention)
+    return write_tiff(path, mask, overwrite=overwrite, metadata={MASK_KEY: convention})

@@ -1,0 +1,243 @@
+"""Label conventions: annotation labels, ISBI files and exported masks.
+
+DESIGN.md fixes three conventions:
+
+- annotation labels (what training reads and napari paints): uint8,
+  0 = not annotated, 1 = membrane, 2 = cell interior;
+- ISBI 2012 label files: exactly {0, 255}, 0 = membrane, 255 = interior;
+- exported masks: uint8, 255 = membrane, 0 = not membrane.
+"""
+
+from typing import Literal
+
+import numpy as np
+
+from .errors import InputError
+
+UNLABELLED = 0
+MEMBRANE = 1
+INTERIOR = 2
+
+# Display colours (RGBA) for annotation labels: membranes stand out, interiors
+# tint the EM lightly, unannotated pixels stay clear.
+LABEL_COLORS = {
+    None: (0.0, 0.0, 0.0, 0.0),
+    UNLABELLED: (0.0, 0.0, 0.0, 0.0),
+    MEMBRANE: (1.0, 0.2, 0.6, 1.0),
+    INTERIOR: (0.2, 0.8, 1.0, 0.25),
+}
+
+Convention = Literal["annotation", "isbi"]
+MaskConvention = Literal["membrane", "isbi"]
+
+
+def label_values(labels: np.ndarray) -> np.ndarray:
+    """Return the sorted distinct values of a label array.
+
+    Parameters
+    ----------
+    labels : (..., Y, X) ndarray
+        Integer (or integral float) labels.
+
+    Returns
+    -------
+    values : (K,) ndarray
+        The distinct values, ascending.
+    """
+    labels = np.asarray(labels)
+    if labels.dtype == np.uint8:
+        # A histogram is ~20x faster than np.unique on uint8 volumes.
+        return np.flatnonzero(np.bincount(labels.ravel(), minlength=256))
+    return np.unique(labels)
+
+
+def label_convention(labels: np.ndarray) -> Convention:
+    """Tell which convention a label array follows.
+
+    Parameters
+    ----------
+    labels : (..., Y, X) ndarray
+        Labels in the annotation convention (values in {0, 1, 2}) or the ISBI
+        convention (values in {0, 255}).
+
+    Returns
+    -------
+    convention : {'annotation', 'isbi'}
+        ``'annotation'`` when every value is 0, 1 or 2 (an all-zero array is an
+        empty annotation); ``'isbi'`` when the values are 0 and 255.
+
+    Raises
+    ------
+    InputError
+        When the dtype is not numeric or the values fit neither convention.
+    """
+    labels = np.asarray(labels)
+    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.number):
+        raise InputError(
+            f"labels have dtype {labels.dtype}; expected integers in {{0, 1, 2}} "
+            "(annotation) or {0, 255} (ISBI)"
+        )
+    values = label_values(labels)
+    if np.issubdtype(labels.dtype, np.floating) and not np.all(np.isfinite(values)):
+        raise InputError("labels contain NaN or inf")
+    present = set(values.tolist())
+    if present <= {0, 1, 2}:
+        return "annotation"
+    if present <= {0, 255}:
+        return "isbi"
+    shown = sorted(present - {0, 1, 2, 255})[:5]
+    raise InputError(
+        f"label values {shown} fit no convention: use 0 = not annotated, 1 = membrane, "
+        "2 = interior, or the ISBI convention 0 = membrane, 255 = interior"
+    )
+
+
+def isbi_to_annotation(labels: np.ndarray) -> np.ndarray:
+    """Convert ISBI labels (0 = membrane, 255 = interior) to annotation labels.
+
+    Parameters
+    ----------
+    labels : (..., Y, X) ndarray
+        Values in {0, 255}.
+
+    Returns
+    -------
+    annotation : (..., Y, X) uint8 ndarray
+        1 where ``labels == 0``, 2 where ``labels == 255``.
+    """
+    labels = np.asarray(labels)
+    return np.where(labels == 0, MEMBRANE, INTERIOR).astype(np.uint8)
+
+
+def annotation_to_isbi(labels: np.ndarray) -> np.ndarray:
+    """Convert annotation labels to the ISBI convention.
+
+    ISBI files have no "not annotated" value: every pixel that is not membrane
+    becomes interior (255), as in an exported mask.
+
+    Parameters
+    ----------
+    labels : (..., Y, X) ndarray
+        Annotation labels.
+
+    Returns
+    -------
+    isbi : (..., Y, X) uint8 ndarray
+        0 where ``labels == 1``, 255 elsewhere.
+    """
+    return export_mask(labels, convention="isbi")
+
+
+def to_annotation(labels: np.ndarray) -> np.ndarray:
+    """Return labels in the annotation convention, whichever convention they are in.
+
+    Parameters
+    ----------
+    labels : (..., Y, X) ndarray
+        Annotation or ISBI labels.
+
+    Returns
+    -------
+    annotation : (..., Y, X) uint8 ndarray
+        A new array; the input is never modified.
+
+    Raises
+    ------
+    InputError
+        When the values fit neither convention.
+    """
+    if label_convention(labels) == "isbi":
+        return isbi_to_annotation(labels)
+    return np.asarray(labels).astype(np.uint8, copy=True)
+
+
+def export_mask(labels: np.ndarray, *, convention: MaskConvention = "membrane") -> np.ndarray:
+    """Make the exported-mask array of annotation labels.
+
+    Parameters
+    ----------
+    labels : (..., Y, X) ndarray
+        Annotation labels (1 = membrane).
+    convention : {'membrane', 'isbi'}
+        ``'membrane'``: 255 = membrane, 0 = not membrane (the default export).
+        ``'isbi'``: 0 = membrane, 255 = not membrane.
+
+    Returns
+    -------
+    mask : (..., Y, X) uint8 ndarray
+    """
+    membrane = np.asarray(labels) == MEMBRANE
+    if convention == "membrane":
+        return np.where(membrane, 255, 0).astype(np.uint8)
+    if convention == "isbi":
+        return np.where(membrane, 0, 255).astype(np.uint8)
+    raise InputError(f"unknown mask convention {convention!r}; use 'membrane' or 'isbi'")
+
+
+def mask_to_annotation(mask: np.ndarray, *, convention: MaskConvention) -> np.ndarray:
+    """Read an exported mask back as annotation labels (the inverse of `export_mask`).
+
+    Parameters
+    ----------
+    mask : (..., Y, X) ndarray
+        Values in {0, 255}.
+    convention : {'membrane', 'isbi'}
+        The convention the mask was written in.
+
+    Returns
+    -------
+    annotation : (..., Y, X) uint8 ndarray
+        1 = membrane, 2 = interior.
+    """
+    mask = np.asarray(mask)
+    if not set(label_values(mask).tolist()) <= {0, 255}:
+        raise InputError("an exported mask holds only the values 0 and 255")
+    membrane_value = {"membrane": 255, "isbi": 0}[convention]
+    return np.where(mask == membrane_value, MEMBRANE, INTERIOR).astype(np.uint8)
+
+
+def annotated_slices(labels: np.ndarray) -> list[int]:
+    """Return the indices of the slices that hold any annotation.
+
+    Parameters
+    ----------
+    labels : (Y, X) or (Z, Y, X) ndarray
+        Annotation labels (0 = not annotated).
+
+    Returns
+    -------
+    slices : list of int
+        Indices along Z (``[0]`` for an annotated 2D image).
+    """
+    labels = np.asarray(labels)
+    stack = labels[None] if labels.ndim == 2 else labels
+    return np.flatnonzero(stack.reshape(len(stack), -1).any(axis=1)).tolist()
+
+
+def describe_pair(image: np.ndarray, labels: np.ndarray | None) -> str:
+    """Summarise an image and its labels in one line, or name what is wrong.
+
+    Parameters
+    ----------
+    image : (Y, X) or (Z, Y, X) ndarray
+    labels : ndarray or None
+        Labels in either convention, or None when there are none yet.
+
+    Returns
+    -------
+    summary : str
+    """
+    from .validate import check_image, check_pair
+
+    try:
+        check_image(image)
+        text = f"image {' x '.join(map(str, np.shape(image)))} {np.asarray(image).dtype}"
+        if labels is None:
+            return f"{text}; no labels"
+        check_pair(image, labels)
+        convention = label_convention(labels)
+    except InputError as err:
+        return f"problem: {err}"
+    done = annotated_slices(to_annotation(labels))
+    total = 1 if np.ndim(image) == 2 else np.shape(image)[0]
+    return f"{text}; labels ({convention} convention): {len(done)}/{total} slices annotated"
