@@ -102,6 +102,7 @@ def test_describe_pair():
     summary = describe_pair(image, labels)
     assert summary == "image 2 x 3 x 3 uint8; labels (annotation convention): 1/2 slices annotated"
     # ISBI files have no "not annotated" value: every slice counts.
-    assert describe_pair(image, np.full_like(image, 255)).endswith("isbi convention): 2/2 slices annotated")
+    isbi = describe_pair(image, np.full_like(image, 255))
+    assert isbi.endswith("(isbi convention): 2/2 slices annotated")
     assert describe_pair(image, None).endswith("no labels")
     assert describe_pair(image, labels[0]).startswith("problem: labels shape (3, 3) differs")
