@@ -1,0 +1,597 @@
+"""Training-data augmentation: Ronneberger et al. 2015, sec. 3.1, plus the seed notebook's set.
+
+The paper asks for "shift and rotation invariance as well as robustness to deformations and
+gray value variations", and names elastic deformation on a coarse 3 x 3 grid as the key to
+training from few annotated images. The seed notebook used an albumentations 1.x pipeline;
+here is the same set in albumentations 2.x, with arguments that mean what the seed meant:
+
+=============================================  =============================================
+seed (albumentations 1.x)                      here (albumentations 2.x)
+=============================================  =============================================
+HorizontalFlip, VerticalFlip, Transpose,       HorizontalFlip, VerticalFlip, Transpose, each
+RandomRotate90 (in a OneOf)                    with p = 0.5: one uniform draw from all 8
+                                               symmetries of the square (rot90 = transpose +
+                                               flip); Transpose left out for non-square output
+ShiftScaleRotate(shift_limit=0.0625,           Affine(translate_percent=(-0.0625, 0.0625),
+scale_limit=0.1, rotate_limit=45)              scale=(0.9, 1.1), keep_ratio=True,
+                                               rotate=(-45, 45), border_mode=REFLECT_101):
+                                               2.x's ShiftScaleRotate is deprecated, draws x
+                                               and y scale apart and fills with a constant
+GaussNoise(var_limit=(0, 20), mean=0)          GaussNoise(std_range=(0, sqrt(20) / 255)) on
+                                               float32 in [0, 1]: std up to 4.47 grey levels
+                                               of 255 (var_limit alone is ignored with a
+                                               warning, leaving std 51 to 112 grey levels)
+MultiplicativeNoise(multiplier=(0.9, 1.1),     unchanged
+elementwise=True)
+ElasticTransform(alpha=35, sigma=5,            ElasticTransform(alpha=35, sigma=5,
+alpha_affine=3, approximate=True)              approximate=True, noise_distribution=
+                                               "uniform", border_mode=REFLECT_101): 2.x's
+                                               default Gaussian noise is max-normalised (3x
+                                               weaker) and its default border is a constant;
+                                               alpha_affine is gone (Affine covers it)
+RandomBrightnessContrast(0.15, 0.15)           unchanged (brightness_by_max=True)
+PadIfNeeded(128, 128, BORDER_REFLECT)          dropped: a training tile is cropped instead
+=============================================  =============================================
+
+The paper's own elastic deformation is `CoarseGridElastic` (`coarse_displacement`), not
+albumentations' GridElasticDeform, which moves interior grid points by a uniform integer
+amount and warps piecewise per cell.
+
+Order: flips, affine, coarse-grid elastic, fine elastic (geometric, applied jointly), then the
+optional centre crop to the training tile, then (in float32) brightness/contrast,
+multiplicative noise and Gaussian noise (image only). Noise comes last so its standard
+deviation is what was asked for rather than smoothed by a later warp.
+
+Joint geometry: the image is resampled with linear (or cubic) interpolation; the annotation
+labels and the weight map with nearest neighbour, so labels stay in {0, 1, 2} and every output
+pixel takes its label *and* its weight from the same source pixel. (Linear weights next to
+nearest labels would give a membrane pixel the blend of a membrane weight and an interior
+weight, a pair that never existed.) Pixels mapped from outside the input are mirrored
+(``cv2.BORDER_REFLECT_101``), never filled with a constant that would invent a label value.
+
+Intensity scale: augment takes uint8 (0..255) or float32 normalised to [0, 1] (albumentations
+clips float32 to [0, 1], so z-scored images must not be fed here). The geometric transforms
+work in the input dtype; the intensity transforms always see float32 in [0, 1] (``ToFloat``
+divides uint8 by 255; 2.x adds noise to uint8 with truncation toward zero, which shrinks a
+noise of 2 grey levels by ~15%), and `augment` rounds back to uint8. So ``std_range`` and
+brightness are fractions of 1.0, i.e. of the full 8-bit range. The seed's variance limit of
+20 grey levels^2 on 8-bit data is a std up to sqrt(20) = 4.47 grey levels:
+``std_range=(0, sqrt(20) / 255)``. 2.x draws the std uniformly where 1.x drew the variance
+uniformly; the bounds are the same.
+
+Randomness: every call is driven by ``rng`` (an int seed or a numpy Generator). Albumentations
+2.x's ``Compose(seed=s)`` gives every transform its own generator seeded with the same ``s``,
+so e.g. HorizontalFlip and VerticalFlip make identical decisions; here one generator drawn
+from ``rng`` is shared by all transforms of a call instead.
+"""
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # never ask PyPI at import
+
+import random
+import threading
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from typing import Any, Literal
+
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.core.type_definitions import Targets
+from scipy import ndimage
+
+from .errors import InputError
+
+Interpolation = Literal["linear", "cubic"]
+Tile = int | tuple[int, int] | None
+
+MIRROR = cv2.BORDER_REFLECT_101
+SEED_NOISE_STD = float(np.sqrt(20.0) / 255.0)
+MAX_STRENGTH = 2.0
+
+_CV2_INTERPOLATION = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
+_FRACTIONS = (
+    "shift",
+    "scale",
+    "brightness",
+    "contrast",
+    "multiplicative_noise",
+    "gauss_noise_std",
+)
+_MAGNITUDES = (*_FRACTIONS, "rotate", "elastic_std", "fine_elastic_alpha")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation settings: the paper's elastic deformation and the seed notebook's set.
+
+    ``strength`` scales magnitudes, not probabilities: every shift, scale deviation, rotation
+    angle, displacement (coarse std, fine alpha), brightness/contrast limit, multiplicative
+    deviation and noise std is multiplied by it, and a transform whose magnitude becomes 0 is
+    left out, so ``strength=0`` is the identity. Flips have no magnitude: their probability is
+    multiplied by ``min(strength, 1)``. Other probabilities stay as set. Defaults: the paper's
+    elastic deformation on every sample, the seed's magnitudes and its p = 0.95 for the rest.
+
+    Attributes
+    ----------
+    strength : float
+        0 = identity, 1 = these defaults, up to 2.
+    flip_p : float
+        Probability of each of horizontal flip, vertical flip and transpose; 0.5 makes all 8
+        symmetries of the square equally likely.
+    affine_p : float
+        Probability of a random shift + isotropic scale + rotation.
+    shift : float
+        Largest shift, as a fraction of the width (x) and height (y), drawn apart.
+    scale : float
+        Largest relative zoom: the scale is drawn from [1 - scale, 1 + scale].
+    rotate : float
+        Largest rotation angle, degrees.
+    elastic_p : float
+        Probability of the paper's coarse-grid elastic deformation.
+    elastic_grid : int
+        Nodes per axis of the displacement grid (the paper: 3).
+    elastic_std : float
+        Standard deviation of the node displacements, pixels (the paper: 10).
+    fine_elastic_p : float
+        Probability of the seed's fine elastic deformation (albumentations ElasticTransform).
+    fine_elastic_alpha, fine_elastic_sigma : float
+        Its displacement scale and smoothing, pixels (the seed: 35 and 5; about 1.4 px rms).
+    brightness_contrast_p : float
+        Probability of a random brightness and contrast change.
+    brightness, contrast : float
+        Largest brightness shift (fraction of the full range) and contrast change (fraction).
+    multiplicative_noise_p : float
+        Probability of per-pixel multiplicative noise.
+    multiplicative_noise : float
+        Each pixel is multiplied by a factor drawn from [1 - this, 1 + this].
+    gauss_noise_p : float
+        Probability of additive Gaussian noise.
+    gauss_noise_std : float
+        Largest noise std as a fraction of the full range (1/255 is one uint8 grey level);
+        the std is drawn from [0, this]. Default sqrt(20) / 255: the seed's variance of up to
+        20 grey levels^2.
+    interpolation : {'linear', 'cubic'}
+        Image interpolation of the geometric transforms (labels and weights: nearest).
+    """
+
+    strength: float = 1.0
+    flip_p: float = 0.5
+    affine_p: float = 0.95
+    shift: float = 0.0625
+    scale: float = 0.1
+    rotate: float = 45.0
+    elastic_p: float = 1.0
+    elastic_grid: int = 3
+    elastic_std: float = 10.0
+    fine_elastic_p: float = 0.95
+    fine_elastic_alpha: float = 35.0
+    fine_elastic_sigma: float = 5.0
+    brightness_contrast_p: float = 0.95
+    brightness: float = 0.15
+    contrast: float = 0.15
+    multiplicative_noise_p: float = 0.95
+    multiplicative_noise: float = 0.1
+    gauss_noise_p: float = 0.95
+    gauss_noise_std: float = SEED_NOISE_STD
+    interpolation: Interpolation = "linear"
+
+    def __post_init__(self):
+        _check_config(self)
+
+
+def _check_config(config: AugmentConfig) -> None:
+    """Raise InputError naming the first setting out of range."""
+    if not 0.0 <= config.strength <= MAX_STRENGTH:
+        raise InputError(f"augmentation strength {config.strength} is not in [0, {MAX_STRENGTH}]")
+    for name in (f.name for f in fields(config) if f.name.endswith("_p")):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise InputError(f"augmentation {name}={getattr(config, name)} is not in [0, 1]")
+    for name in _MAGNITUDES:
+        if getattr(config, name) < 0:
+            raise InputError(f"augmentation {name}={getattr(config, name)} is negative")
+    for name in _FRACTIONS:
+        if getattr(config, name) * MAX_STRENGTH >= 1.0:
+            raise InputError(f"augmentation {name}={getattr(config, name)} is not below 0.5")
+    if config.elastic_grid < 2:
+        raise InputError(f"elastic_grid={config.elastic_grid}: the grid needs 2 nodes or more")
+    if config.fine_elastic_sigma < 1:
+        raise InputError(f"fine_elastic_sigma={config.fine_elastic_sigma} is below 1 pixel")
+    if config.interpolation not in _CV2_INTERPOLATION:
+        raise InputError(f"interpolation {config.interpolation!r} is not 'linear' or 'cubic'")
+
+
+DEFAULT = AugmentConfig()
+
+
+@lru_cache(maxsize=64)
+def _spline_weights(nodes: int, length: int, start: int, span: int) -> np.ndarray:
+    """Return the (length, nodes) matrix that interpolates node values to every pixel.
+
+    Node k sits at pixel ``start + k * (span - 1) / (nodes - 1)``; column k is the cubic
+    B-spline interpolant (through the nodes, mirrored past the ends) of the k-th unit vector.
+    """
+    position = (np.arange(length) - start) * (nodes - 1) / max(span - 1, 1)
+    columns = [
+        ndimage.map_coordinates(unit, [position], order=3, mode="mirror") for unit in np.eye(nodes)
+    ]
+    weights = np.stack(columns, axis=1).astype(np.float32)
+    weights.setflags(write=False)
+    return weights
+
+
+def coarse_displacement(
+    shape: tuple[int, int],
+    *,
+    grid: int = 3,
+    std: float = 10.0,
+    rng: np.random.Generator | int | None = None,
+    window: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
+    """Draw the dense displacement field of the paper's elastic deformation.
+
+    Ronneberger et al. 2015, sec. 3.1: "random displacement vectors on a coarse 3 by 3 grid.
+    The displacements are sampled from a Gaussian distribution with 10 pixels standard
+    deviation. Per-pixel displacements are then computed using bicubic interpolation."
+    The nodes are spread evenly over `window`, the outer ones on its edges; the dense field is
+    the separable cubic B-spline interpolant of the node vectors (it passes through them; past
+    the window the node grid is mirrored). At the nodes the std is exactly `std`; in between
+    interpolation averages neighbours, so over the whole window the rms is about 0.8 `std`.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        (Y, X) size of the field.
+    grid : int
+        Nodes per axis.
+    std : float
+        Standard deviation of each node's displacement components, pixels.
+    rng : numpy.random.Generator or int or None
+        Random generator or seed.
+    window : (top, left, height, width) or None
+        The box the grid spans (for a training tile: the tile inside the larger region);
+        None spans the whole `shape`.
+
+    Returns
+    -------
+    field : (2, Y, X) float32 ndarray
+        Displacement along Y (``field[0]``) and X (``field[1]``), pixels: the output pixel
+        (y, x) samples the input at (y + field[0, y, x], x + field[1, y, x]).
+    """
+    rng = np.random.default_rng(rng)
+    height, width = shape
+    top, left, span_y, span_x = window or (0, 0, height, width)
+    nodes = rng.normal(0.0, std, size=(2, grid, grid)).astype(np.float32)
+    weights_y = _spline_weights(grid, height, top, span_y)
+    weights_x = _spline_weights(grid, width, left, span_x)
+    return weights_y @ nodes @ weights_x.T
+
+
+def _remap(array: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, interpolation: int):
+    """Sample `array` at (map_y, map_x) with mirrored borders, keeping a trailing channel."""
+    out = cv2.remap(array, map_x, map_y, interpolation, borderMode=MIRROR)
+    return out if out.ndim == array.ndim else out[..., None]
+
+
+def _central_window(shape: tuple[int, ...], tile: tuple[int, int] | None):
+    """Return (top, left, height, width) of the centre crop `A.CenterCrop` takes, or None."""
+    if tile is None:
+        return None
+    return ((shape[0] - tile[0]) // 2, (shape[1] - tile[1]) // 2, *tile)
+
+
+class CoarseGridElastic(A.DualTransform):
+    """The paper's elastic deformation as an albumentations transform (image and masks).
+
+    Parameters
+    ----------
+    grid : int
+        Nodes per axis of the displacement grid.
+    std : float
+        Node displacement standard deviation, pixels.
+    tile : (int, int) or None
+        When a centre crop to this size follows, the grid spans that crop, so the
+        deformation a training tile sees does not depend on the context around it.
+    interpolation : int
+        OpenCV interpolation flag for the image; masks use nearest neighbour.
+    p : float
+        Probability of applying the transform.
+
+    See Also
+    --------
+    coarse_displacement : the displacement field.
+    """
+
+    _targets = (Targets.IMAGE, Targets.MASK)
+
+    def __init__(
+        self,
+        grid: int = 3,
+        std: float = 10.0,
+        tile: tuple[int, int] | None = None,
+        interpolation: int = cv2.INTER_LINEAR,
+        p: float = 0.5,
+    ):
+        super().__init__(p=p)
+        self.grid = grid
+        self.std = std
+        self.tile = tile
+        self.interpolation = interpolation
+
+    def get_params_dependent_on_data(
+        self, params: dict[str, Any], data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Draw the sampling maps of one deformation."""
+        shape = params["shape"][:2]
+        dy, dx = coarse_displacement(
+            shape,
+            grid=self.grid,
+            std=self.std,
+            rng=self.random_generator,
+            window=_central_window(shape, self.tile),
+        )
+        dy += np.arange(shape[0], dtype=np.float32)[:, None]
+        dx += np.arange(shape[1], dtype=np.float32)
+        return {"map_x": dx, "map_y": dy}
+
+    def apply(self, img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, **params: Any):
+        """Warp the image with the transform's interpolation."""
+        return _remap(img, map_x, map_y, self.interpolation)
+
+    def apply_to_mask(self, mask: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, **params):
+        """Warp a mask (labels or weights) with nearest-neighbour sampling."""
+        return _remap(mask, map_x, map_y, cv2.INTER_NEAREST)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        """Name the arguments that `repr` and serialisation show."""
+        return ("grid", "std", "tile", "interpolation")
+
+
+def _flips(config: AugmentConfig, square: bool) -> list:
+    """Random flips; with p = 0.5 each, a uniform draw from the symmetries of the square."""
+    p = config.flip_p * min(config.strength, 1.0)
+    if p == 0:
+        return []
+    flips = [A.HorizontalFlip(p=p), A.VerticalFlip(p=p)]
+    return [*flips, A.Transpose(p=p)] if square else flips
+
+
+def _affine(config: AugmentConfig) -> A.Affine | None:
+    """Make the seed's ShiftScaleRotate: independent x/y shift, isotropic scale, rotation."""
+    s = config.strength
+    if config.affine_p == 0 or s * (config.shift + config.scale + config.rotate) == 0:
+        return None
+    return A.Affine(
+        translate_percent=(-config.shift * s, config.shift * s),
+        scale=(1 - config.scale * s, 1 + config.scale * s),
+        keep_ratio=True,
+        rotate=(-config.rotate * s, config.rotate * s),
+        interpolation=_CV2_INTERPOLATION[config.interpolation],
+        mask_interpolation=cv2.INTER_NEAREST,
+        border_mode=MIRROR,
+        p=config.affine_p,
+    )
+
+
+def _coarse_elastic(config: AugmentConfig, tile) -> CoarseGridElastic | None:
+    """Make the paper's coarse-grid elastic deformation."""
+    std = config.elastic_std * config.strength
+    if config.elastic_p == 0 or std == 0:
+        return None
+    return CoarseGridElastic(
+        grid=config.elastic_grid,
+        std=std,
+        tile=tile,
+        interpolation=_CV2_INTERPOLATION[config.interpolation],
+        p=config.elastic_p,
+    )
+
+
+def _fine_elastic(config: AugmentConfig) -> A.ElasticTransform | None:
+    """Make the seed's ElasticTransform with its 1.x meaning (uniform noise, mirror border)."""
+    alpha = config.fine_elastic_alpha * config.strength
+    if config.fine_elastic_p == 0 or alpha == 0:
+        return None
+    return A.ElasticTransform(
+        alpha=alpha,
+        sigma=config.fine_elastic_sigma,
+        approximate=True,
+        noise_distribution="uniform",
+        interpolation=_CV2_INTERPOLATION[config.interpolation],
+        mask_interpolation=cv2.INTER_NEAREST,
+        border_mode=MIRROR,
+        p=config.fine_elastic_p,
+    )
+
+
+def _brightness_contrast(config: AugmentConfig) -> A.RandomBrightnessContrast | None:
+    """Make the seed's brightness/contrast change: img * (1 + c) + b * max_value."""
+    b, c = config.brightness * config.strength, config.contrast * config.strength
+    if config.brightness_contrast_p == 0 or b + c == 0:
+        return None
+    return A.RandomBrightnessContrast(
+        brightness_limit=(-b, b),
+        contrast_limit=(-c, c),
+        brightness_by_max=True,
+        p=config.brightness_contrast_p,
+    )
+
+
+def _multiplicative_noise(config: AugmentConfig) -> A.MultiplicativeNoise | None:
+    """Make the seed's per-pixel multiplicative noise."""
+    m = config.multiplicative_noise * config.strength
+    if config.multiplicative_noise_p == 0 or m == 0:
+        return None
+    return A.MultiplicativeNoise(
+        multiplier=(1 - m, 1 + m), elementwise=True, p=config.multiplicative_noise_p
+    )
+
+
+def _gauss_noise(config: AugmentConfig) -> A.GaussNoise | None:
+    """Make the seed's additive Gaussian noise (std a fraction of the dtype's full range)."""
+    std = config.gauss_noise_std * config.strength
+    if config.gauss_noise_p == 0 or std == 0:
+        return None
+    return A.GaussNoise(std_range=(0.0, std), mean_range=(0.0, 0.0), p=config.gauss_noise_p)
+
+
+def _tile_shape(tile: Tile) -> tuple[int, int] | None:
+    """Normalise a tile size (int or (height, width)) to a tuple, or None."""
+    if tile is None:
+        return None
+    height, width = (tile, tile) if np.ndim(tile) == 0 else tile
+    if min(height, width) < 1:
+        raise InputError(f"tile {tile} must be positive")
+    return int(height), int(width)
+
+
+def build_pipeline(config: AugmentConfig = DEFAULT, *, tile: Tile = None, square: bool = True):
+    """Build the albumentations pipeline of a configuration.
+
+    Parameters
+    ----------
+    config : AugmentConfig
+        The settings; transforms whose probability or magnitude is 0 are left out.
+    tile : int or (int, int) or None
+        When given, the geometric transforms are followed by a centre crop to this size, and
+        the intensity transforms work on the crop only.
+    square : bool
+        Whether the output is square. Transpose (and so rot90) is left out when it is not, so
+        the output shape never changes.
+
+    Returns
+    -------
+    pipeline : albumentations.Compose
+        Targets ``image``, ``mask`` (annotation labels) and ``weights`` (a second mask). The
+        image comes back as float32 in [0, 1] when any intensity transform is active. Built
+        with ``strict=True``: an argument albumentations does not know is an error. Seed it
+        with ``pipeline.set_random_state`` (see `augment`), not ``Compose(seed=...)``.
+    """
+    tile = _tile_shape(tile)
+    geometric = [
+        *_flips(config, square),
+        _affine(config),
+        _coarse_elastic(config, tile),
+        _fine_elastic(config),
+    ]
+    crop = [A.CenterCrop(height=tile[0], width=tile[1], p=1.0)] if tile else []
+    intensity = [_brightness_contrast(config), _multiplicative_noise(config), _gauss_noise(config)]
+    intensity = [t for t in intensity if t is not None]
+    # 2.x adds noise to uint8 with truncation toward zero, shrinking small noise by ~15%.
+    as_float = [A.ToFloat(p=1.0)] if intensity else []
+    return A.Compose(
+        [t for t in [*geometric, *crop, *as_float, *intensity] if t is not None],
+        additional_targets={"weights": "mask"},
+        strict=True,
+    )
+
+
+_LOCAL = threading.local()
+
+
+def _cached_pipeline(config: AugmentConfig, tile: tuple[int, int] | None, square: bool):
+    """Return this thread's pipeline for these settings (a pipeline holds random state)."""
+    cache = _LOCAL.__dict__.setdefault("pipelines", {})
+    key = (config, tile, square)
+    if key not in cache:
+        if len(cache) >= 16:
+            cache.clear()
+        cache[key] = build_pipeline(config, tile=tile, square=square)
+    return cache[key]
+
+
+def _check_inputs(image, labels, weights, tile: tuple[int, int] | None) -> None:
+    """Raise InputError naming the first problem with the arrays of `augment`."""
+    if image.ndim != 2:
+        raise InputError(f"augment takes one (Y, X) slice; got shape {image.shape}")
+    if image.dtype == np.float32:
+        if image.size and not (image.min() >= 0.0 and image.max() <= 1.0):
+            raise InputError("a float32 image to augment must be normalised to [0, 1]")
+    elif image.dtype != np.uint8:
+        raise InputError(f"augment takes uint8 or float32 images in [0, 1], not {image.dtype}")
+    for name, array, dtype in (("labels", labels, np.uint8), ("weights", weights, np.float32)):
+        if array is not None and (array.shape != image.shape or array.dtype != dtype):
+            raise InputError(
+                f"{name} must be {np.dtype(dtype)} of the image's shape {image.shape}; "
+                f"got {array.dtype} {array.shape}"
+            )
+    if tile is not None and (image.shape[0] < tile[0] or image.shape[1] < tile[1]):
+        raise InputError(f"a region of shape {image.shape} is smaller than the tile {tile}")
+
+
+def _own(result: np.ndarray | None, source: np.ndarray | None) -> np.ndarray | None:
+    """Return `result`, copied when it still shares memory with the caller's array."""
+    if result is not None and np.shares_memory(result, source):
+        return result.copy()
+    return result
+
+
+def _restore_dtype(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Round a float32 [0, 1] image back to uint8 when the input was uint8."""
+    if image.dtype == dtype:
+        return image
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(dtype)
+
+
+def augment(
+    image: np.ndarray,
+    labels: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+    *,
+    config: AugmentConfig = DEFAULT,
+    rng: np.random.Generator | int | None = None,
+    tile: Tile = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Augment one image with its labels and weight map, jointly.
+
+    Parameters
+    ----------
+    image : (Y, X) uint8 or float32 ndarray
+        uint8, or float32 normalised to [0, 1] (see the module notes on intensity scale).
+    labels : (Y, X) uint8 ndarray or None
+        Annotation labels (0 = not annotated, 1 = membrane, 2 = interior).
+    weights : (Y, X) float32 ndarray or None
+        Per-pixel loss weights (e.g. `napari_unet.weight_map`), warped like the labels.
+    config : AugmentConfig
+        The settings.
+    rng : numpy.random.Generator or int or None
+        Random generator or seed; the same seed gives the same sample. A Generator advances,
+        so successive calls with it give different samples.
+    tile : int or (int, int) or None
+        Output size. Pass a region larger than the tile (training samples regions around its
+        tiles) and the centre of the augmented region comes back, with real context where a
+        rotation or deformation reaches outside the tile; what falls outside the region is
+        mirrored. None returns the whole region.
+
+    Returns
+    -------
+    image : (Y', X') ndarray
+        Same dtype as the input; (Y', X') is `tile`, or (Y, X).
+    labels : (Y', X') uint8 ndarray or None
+        Values only from the input labels (nearest-neighbour sampling).
+    weights : (Y', X') float32 ndarray or None
+        Values only from the input weights, each from the same source pixel as its label.
+
+    Raises
+    ------
+    InputError
+        For a wrong dimension, dtype, value range or shape, or a region smaller than `tile`.
+
+    Notes
+    -----
+    The inputs are never modified, and the outputs never share memory with them.
+    """
+    image = np.asarray(image)
+    labels = None if labels is None else np.asarray(labels)
+    weights = None if weights is None else np.asarray(weights)
+    tile = _tile_shape(tile)
+    _check_inputs(image, labels, weights, tile)
+    out_shape = tile or image.shape
+    pipeline = _cached_pipeline(config, tile, out_shape[0] == out_shape[1])
+    seed = int(np.random.default_rng(rng).integers(2**63))
+    pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
+    data = {"image": image, "mask": labels, "weights": weights}
+    out = pipeline(**{key: value for key, value in data.items() if value is not None})
+    out["image"] = _restore_dtype(out["image"], image.dtype)
+    return tuple(_own(out.get(key), data[key]) for key in data)
