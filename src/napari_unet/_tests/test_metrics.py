@@ -1,0 +1,324 @@
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from skimage.metrics import adapted_rand_error, variation_of_information
+
+from napari_unet.datasets import isbi2012
+from napari_unet.errors import InputError
+from napari_unet.labels import INTERIOR, MEMBRANE
+from napari_unet.metrics import (
+    evaluate,
+    info_scores,
+    pixel_error,
+    rand_scores,
+    segments_from_membrane,
+)
+
+SCORE_KEYS = ("pixel_error", "v_rand", "v_rand_split", "v_rand_merge", "v_info", "v_info_split",
+              "v_info_merge")
+
+
+@pytest.fixture(scope="module")
+def isbi_labels():
+    return isbi2012()[1][:2]
+
+
+def annotation(membrane):
+    return np.where(membrane, MEMBRANE, INTERIOR).astype(np.uint8)
+
+
+def two_cells(line_cols=(5,), size=12):
+    """A size x size annotation with full-height membrane lines at the given columns."""
+    membrane = np.zeros((size, size), dtype=bool)
+    membrane[:, list(line_cols)] = True
+    return annotation(membrane)
+
+
+# --- segments ---------------------------------------------------------------------------------
+
+def test_segments_are_4_connected_so_a_diagonal_line_separates():
+    membrane = np.eye(6, dtype=bool)
+    segments = segments_from_membrane(membrane)
+    # Above and below the 8-connected diagonal: two segments (8-connectivity would give one).
+    assert segments.max() == 2
+    assert segments[0, 5] != segments[5, 0]
+    np.testing.assert_array_equal(segments == 0, membrane)
+
+
+def test_thick_boundary_thins_to_the_same_segments_as_a_thin_one():
+    thick = np.zeros((9, 11), dtype=bool)
+    thick[:, 3:6] = True
+    thin = np.zeros((9, 11), dtype=bool)
+    thin[:, 4] = True
+    np.testing.assert_array_equal(segments_from_membrane(thick), segments_from_membrane(thin))
+    # The band meets both image borders and still separates the two cells.
+    assert segments_from_membrane(thick).max() == 2
+
+
+def test_without_thinning_every_membrane_pixel_is_boundary():
+    thick = np.zeros((9, 11), dtype=bool)
+    thick[:, 3:6] = True
+    segments = segments_from_membrane(thick, thin=False)
+    np.testing.assert_array_equal(segments == 0, thick)
+    assert segments.max() == 2
+
+
+def test_thinning_keeps_the_cells_of_a_real_label_slice(isbi_labels):
+    membrane = isbi_labels[0] == MEMBRANE
+    thinned = segments_from_membrane(membrane)
+    unthinned = segments_from_membrane(membrane, thin=False)
+    assert thinned.max() == unthinned.max() > 50
+    assert np.count_nonzero(thinned == 0) < 0.5 * np.count_nonzero(membrane)
+    # Every thinned segment grows out of exactly one original cell.
+    pairs = np.unique(np.stack([thinned[unthinned > 0], unthinned[unthinned > 0]]), axis=1)
+    assert pairs.shape[1] == unthinned.max()
+
+
+def test_mask_keeps_segments_inside_it():
+    membrane = np.zeros((4, 6), dtype=bool)
+    mask = np.ones((4, 6), dtype=bool)
+    mask[:, 3] = False
+    segments = segments_from_membrane(membrane, mask=mask)
+    assert segments.max() == 2
+    assert (segments[:, 3] == 0).all()
+
+
+# --- Rand and information scores on literal segmentations -------------------------------------
+
+def test_rand_scores_of_a_merge():
+    true = np.array([1, 1, 2, 2, 3, 3])
+    pred = np.array([1, 1, 1, 1, 3, 3])  # true segments 1 and 2 merged
+    # n_ij: (1,1)=2, (2,1)=2, (3,3)=2 -> sum n_ij^2 = 12; true sizes 2,2,2 -> sum t^2 = 12;
+    # predicted sizes 4,2 -> sum s^2 = 20. merge = 12/20, split = 12/12,
+    # V_rand = 12 / (0.5*20 + 0.5*12) = 0.75 = 2PR/(P+R).
+    score, merge, split = rand_scores(pred, true)
+    assert merge == pytest.approx(0.6)
+    assert split == pytest.approx(1.0)
+    assert score == pytest.approx(0.75)
+    assert score == pytest.approx(2 * merge * split / (merge + split))
+
+
+def test_rand_scores_of_a_split():
+    true = np.array([1, 1, 1, 1, 3, 3])
+    pred = np.array([1, 1, 2, 2, 3, 3])  # true segment 1 split in two
+    # The same table transposed: merge = 12/12, split = 12/20, V_rand = 0.75.
+    score, merge, split = rand_scores(pred, true)
+    assert (score, merge, split) == pytest.approx((0.75, 1.0, 0.6))
+
+
+def test_info_scores_of_a_merge_and_a_split():
+    # Merge: T = three cells of 1/3 each, S = {2/3, 1/3}; S,T jointly has three cells of 1/3.
+    # H(T) = ln 3, H(S) = ln 3 - (2/3) ln 2, H(S,T) = ln 3, so I = H(S) + H(T) - H(S,T) = H(S).
+    h_t, h_s = math.log(3), math.log(3) - 2 / 3 * math.log(2)
+    score, merge, split = info_scores(np.array([1, 1, 1, 1, 2, 2]), np.array([1, 1, 2, 2, 3, 3]))
+    assert split == pytest.approx(1.0)  # I / H(S)
+    assert merge == pytest.approx(h_s / h_t)  # I / H(T) = 0.5794
+    assert score == pytest.approx(2 * h_s / (h_s + h_t))  # 0.7337
+    # The split is the mirror image: I / H(S) drops, I / H(T) stays 1.
+    score, merge, split = info_scores(np.array([1, 1, 2, 2, 3, 3]), np.array([1, 1, 1, 1, 2, 2]))
+    assert (merge, split) == pytest.approx((1.0, h_s / h_t))
+    assert score == pytest.approx(2 * h_s / (h_s + h_t))
+
+
+def test_predicted_boundary_pixels_are_one_pixel_segments():
+    true = np.array([1, 1, 2, 2])
+    pred = np.zeros(4, dtype=int)
+    # Four singletons: sum n_ij^2 = 4 = sum s^2, sum t^2 = 8 -> merge 1, split 1/2, V_rand 2/3.
+    # (Label 0 as one segment would instead give merge 1/2, split 1.)
+    assert rand_scores(pred, true) == pytest.approx((2 / 3, 1.0, 0.5))
+    # H(S) = ln 4, H(T) = ln 2, I = ln 2 -> V_info = 2 ln 2 / ln 8 = 2/3.
+    assert info_scores(pred, true) == pytest.approx((2 / 3, 1.0, 0.5))
+
+
+def test_true_background_is_ignored_and_label_values_do_not_matter():
+    true = np.array([0, 0, 1, 1, 2, 2])
+    pred = np.array([5, 9, 7, 7, 3, 3])
+    assert rand_scores(pred, true) == pytest.approx((1.0, 1.0, 1.0))
+    assert info_scores(pred, true) == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_scores_agree_with_scikit_image():
+    rows, cols = np.indices((96, 96))
+    true = 1 + (rows // 16) * 6 + cols // 16  # 36 square cells
+    true[:, 40:44] = 0  # a strip outside the true foreground
+    pred = 1 + (rows // 16) * 3 + (cols + 8) // 32  # shifted, wider cells: merges and splits
+    v_rand, merge, split = rand_scores(pred, true)
+    assert 0.2 < v_rand < 0.9
+    # scikit-image counts pairs of distinct pixels (tiny difference) and returns the
+    # split score as "precision", the merge score as "recall" (its issue #6485).
+    are, sk_precision, sk_recall = adapted_rand_error(true, pred)
+    assert 1 - are == pytest.approx(v_rand, abs=2e-3)
+    assert (sk_recall, sk_precision) == pytest.approx((merge, split), abs=2e-3)
+    # variation_of_information gives H(S|T) + H(T|S) = H(S) + H(T) - 2 I in bits.
+    foreground = true > 0
+
+    def entropy(segments):
+        p = np.bincount(segments[foreground]) / foreground.sum()
+        p = p[p > 0]
+        return -(p * np.log(p)).sum()
+
+    h_sum = entropy(pred) + entropy(true)
+    vi = variation_of_information(true, pred, ignore_labels=[0]).sum() * math.log(2)
+    assert info_scores(pred, true).score == pytest.approx(1 - vi / h_sum)
+
+
+# --- pixel error ------------------------------------------------------------------------------
+
+def test_pixel_error_counts_wrong_pixels_inside_the_mask():
+    pred = np.array([[1, 0], [1, 1]], dtype=bool)
+    true = np.array([[1, 0], [0, 1]], dtype=bool)
+    assert pixel_error(pred, true) == 0.25
+    assert pixel_error(pred, true, mask=np.array([[1, 1], [0, 1]], dtype=bool)) == 0.0
+    assert pixel_error(pred, true, mask=np.array([[0, 1], [1, 1]], dtype=bool)) == pytest.approx(
+        1 / 3
+    )
+
+
+def test_pixel_error_needs_binary_maps():
+    with pytest.raises(InputError, match="binary"):
+        pixel_error(np.full((2, 2), 0.7), np.zeros((2, 2), dtype=bool))
+
+
+# --- evaluate ---------------------------------------------------------------------------------
+
+def test_perfect_prediction_on_an_isbi_slice(isbi_labels):
+    result = evaluate(isbi_labels[0], isbi_labels[0])
+    assert result["pixel_error"] == 0.0
+    assert result["v_rand"] == pytest.approx(1.0)
+    assert result["v_info"] == pytest.approx(1.0)
+    assert result["slices"] == [0]
+
+
+@pytest.mark.parametrize(
+    ("pred_lines", "expected"),
+    [
+        # Truth: 12 x 12, line at column 5 -> cells of 60 and 72 pixels.
+        # Removed line: one predicted cell of 132 -> sum s^2 = 17424, sum t^2 = 8784 = sum n^2;
+        # V_rand = 8784 / 13104, V_info = 0 (I = 0); 12 wrong pixels.
+        ((), {"v_rand": 8784 / 13104, "v_rand_merge": 8784 / 17424, "v_rand_split": 1.0,
+              "v_info": 0.0, "pixel_error": 12 / 144}),
+        # Added line at column 8: predicted cells 60, 24, 36 and 12 boundary singletons inside
+        # the 72-pixel cell -> sum n^2 = sum s^2 = 5484, sum t^2 = 8784.
+        ((5, 8), {"v_rand": 5484 / 7134, "v_rand_merge": 1.0, "v_rand_split": 5484 / 8784,
+                  "pixel_error": 12 / 144}),
+        # Line shifted to column 6: 60 | 12 singletons + 60 -> sum n^2 = 7212 = sum s^2.
+        ((6,), {"v_rand": 7212 / 7998, "v_rand_merge": 1.0, "v_rand_split": 7212 / 8784,
+                "pixel_error": 24 / 144}),
+    ],
+)
+def test_wrong_boundaries_score_below_one(pred_lines, expected):
+    result = evaluate(two_cells(pred_lines), two_cells((5,)))
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value), key
+    assert result["v_rand"] < 1 and result["v_info"] < 1
+
+
+def test_thick_predicted_boundary_scores_like_a_thin_one():
+    truth = two_cells((5,))
+    result = evaluate(two_cells((4, 5, 6)), truth)
+    assert result["v_rand"] == pytest.approx(1.0)
+    assert result["v_info"] == pytest.approx(1.0)
+    assert result["pixel_error"] == pytest.approx(24 / 144)  # no thinning for pixel error
+
+
+def test_only_annotated_pixels_are_scored():
+    truth = two_cells((5,))
+    truth[:, 9:] = 0  # not annotated
+    prediction = two_cells((5, 10))  # wrong only where the truth is not annotated
+    result = evaluate(prediction, truth)
+    assert result["pixel_error"] == 0.0
+    assert result["v_rand"] == pytest.approx(1.0)
+    assert result["v_info"] == pytest.approx(1.0)
+    prediction[0, 0] = MEMBRANE  # one wrong annotated pixel out of 12 * 9
+    assert evaluate(prediction, truth)["pixel_error"] == pytest.approx(1 / 108)
+
+
+def test_probabilities_and_labels_give_the_same_scores(isbi_labels):
+    truth = isbi_labels[0]
+    prediction = annotation(ndi.binary_dilation(truth == MEMBRANE))
+    probabilities = np.where(prediction == MEMBRANE, 0.7, 0.3).astype(np.float32)
+    assert evaluate(probabilities, truth) == evaluate(prediction, truth)
+    # The threshold decides what counts as membrane.
+    assert evaluate(probabilities, truth, threshold=0.2)["pixel_error"] == pytest.approx(
+        np.mean(truth != MEMBRANE)
+    )
+
+
+def test_isbi_convention_truth_is_converted(isbi_labels):
+    truth = isbi_labels[0]
+    isbi = np.where(truth == MEMBRANE, 0, 255).astype(np.uint8)
+    assert evaluate(truth, isbi)["v_rand"] == pytest.approx(1.0)
+
+
+def test_stack_averages_annotated_slices(isbi_labels):
+    truth = np.stack([isbi_labels[0], np.zeros_like(isbi_labels[0]), isbi_labels[1]])
+    prediction = truth.copy()
+    prediction[2] = annotation(ndi.binary_dilation(isbi_labels[1] == MEMBRANE))
+    result = evaluate(prediction, truth)
+    assert result["slices"] == [0, 2]
+    assert [s["slice"] for s in result["per_slice"]] == [0, 2]
+    second = evaluate(prediction[2], truth[2])
+    assert result["per_slice"][1]["v_rand"] == pytest.approx(second["v_rand"])
+    for key in SCORE_KEYS:
+        per_slice = [s[key] for s in result["per_slice"]]
+        assert result[key] == pytest.approx(np.mean(per_slice)), key
+    assert result["v_rand"] < 1.0
+
+
+def test_output_is_plain_json(isbi_labels):
+    result = evaluate(isbi_labels[:1] == MEMBRANE, isbi_labels[:1])
+    assert all(type(result[key]) is float for key in SCORE_KEYS)
+    assert all(type(v) in (float, int) for s in result["per_slice"] for v in s.values())
+    assert json.loads(json.dumps(result, allow_nan=False)) == result
+
+
+def test_truth_without_cells_has_no_segment_scores():
+    truth = np.full((4, 4), MEMBRANE, dtype=np.uint8)
+    result = evaluate(truth, truth)
+    assert result["pixel_error"] == 0.0
+    assert result["v_rand"] is None and result["v_info"] is None
+    json.dumps(result, allow_nan=False)
+
+
+def test_dilated_membranes_score_high_but_below_one(isbi_labels):
+    truth = isbi_labels[0]
+    result = evaluate(annotation(ndi.binary_dilation(truth == MEMBRANE)), truth)
+    assert 0.9 < result["v_rand"] < 1.0
+    assert 0.9 < result["v_info"] < 1.0
+    assert 0.0 < result["pixel_error"] < 0.2
+
+
+def test_all_interior_prediction_scores_low(isbi_labels):
+    truth = isbi_labels[0]
+    result = evaluate(np.full_like(truth, INTERIOR), truth)
+    assert result["v_rand"] < 0.2
+    assert result["v_rand_split"] == pytest.approx(1.0)  # nothing is split ...
+    assert result["v_info"] == pytest.approx(0.0)  # ... and no information is shared
+
+
+# --- input errors -----------------------------------------------------------------------------
+
+def test_shape_mismatch_names_both_shapes():
+    with pytest.raises(InputError, match=r"\(4, 5\).*\(4, 4\)"):
+        evaluate(np.zeros((4, 5), np.uint8), np.ones((4, 4), np.uint8))
+    with pytest.raises(InputError, match=r"\(3,\).*\(2,\)"):
+        rand_scores(np.ones(3, int), np.ones(2, int))
+    with pytest.raises(InputError, match=r"\(2, 2\).*\(2, 3\)"):
+        pixel_error(np.zeros((2, 2), bool), np.zeros((2, 3), bool))
+
+
+@pytest.mark.parametrize(
+    ("prediction", "truth", "message"),
+    [
+        (np.full((4, 4), 1.5), np.ones((4, 4), np.uint8), r"\[0, 1\]"),
+        (np.full((4, 4), 255, np.uint8), np.ones((4, 4), np.uint8), "mask_to_annotation"),
+        (np.ones((4, 4), np.uint8), np.zeros((4, 4), np.uint8), "no annotated pixel"),
+        (np.ones((2, 4, 4, 4), np.uint8), np.ones((2, 4, 4, 4), np.uint8), "expected"),
+    ],
+)
+def test_bad_input_is_reported(prediction, truth, message):
+    with pytest.raises(InputError, match=message):
+        evaluate(prediction, truth)
