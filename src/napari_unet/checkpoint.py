@@ -1,0 +1,153 @@
+"""Model files: one file with the weights, the configs, the normalisation and the history.
+
+Loading never runs code from the file: ``torch.load(..., weights_only=True)``
+accepts only tensors and plain containers, so a file carrying a pickled object
+is refused before anything in it executes. Writes are atomic (temporary file,
+then rename).
+"""
+
+import dataclasses
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config
+from .data import Normalization
+from .errors import InputError
+from .model import UNet
+
+FORMAT = "napari-unet-model"
+VERSION = 1
+
+
+@dataclass
+class ModelFile:
+    """What a model file holds.
+
+    Attributes
+    ----------
+    config : Config
+        The network, training, weight-map and augmentation settings.
+    normalization : Normalization
+    state_dict : dict
+        The network's weights.
+    history : list of dict
+        One record per validation (epoch, step, losses, metrics, seconds).
+    training_state : dict
+        What resuming needs: epoch, step, optimizer, scheduler and RNG states,
+        early-stopping bookkeeping. Empty for a model saved for prediction only.
+    """
+
+    config: Config
+    normalization: Normalization
+    state_dict: dict[str, torch.Tensor]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    training_state: dict[str, Any] = field(default_factory=dict)
+
+    def build_model(self) -> UNet:
+        """Return the network with these weights, in eval mode."""
+        model = make_model(self.config)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+
+def make_model(config: Config) -> UNet:
+    """Build the (untrained) network a config describes."""
+    return UNet(**dataclasses.asdict(config.model))
+
+
+def save_model(path: str | os.PathLike, model_file: ModelFile) -> Path:
+    """Write a model file atomically; a failed write leaves the old file intact.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    model_file : ModelFile
+
+    Returns
+    -------
+    path : Path
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent}: no such folder")
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": model_file.config.to_dict(),
+        "normalization": dataclasses.asdict(model_file.normalization),
+        "state_dict": {k: v.detach().cpu() for k, v in model_file.state_dict.items()},
+        "history": model_file.history,
+        "training_state": model_file.training_state,
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"could not write {path}: {err.strerror or err}") from None
+    return path
+
+
+def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> ModelFile:
+    """Read a model file without executing anything stored in it.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    map_location : str or torch.device
+        Where the tensors go.
+
+    Returns
+    -------
+    model_file : ModelFile
+
+    Raises
+    ------
+    InputError
+        For a missing, corrupt, foreign or newer-format file, or one carrying
+        pickled code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise InputError(
+            f"{path}: refused: the file holds Python objects that could run code when loaded; "
+            "it is not a napari-unet model"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise InputError(f"{path}: not a napari-unet model file (unreadable: {err})") from None
+    return _from_payload(payload, path)
+
+
+def _from_payload(payload: Any, path: Path) -> ModelFile:
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(f"{path}: not a napari-unet model file")
+    version = payload.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise InputError(
+            f"{path}: model format version {version} is newer than this napari-unet reads "
+            f"({VERSION}); upgrade napari-unet-em"
+        )
+    try:
+        return ModelFile(
+            config=Config.from_dict(payload["config"]),
+            normalization=Normalization(**{k: float(v)
+                                           for k, v in payload["normalization"].items()}),
+            state_dict=payload["state_dict"],
+            history=list(payload.get("history", [])),
+            training_state=dict(payload.get("training_state", {})),
+        )
+    except (KeyError, TypeError) as err:
+        raise InputError(f"{path}: damaged napari-unet model file (missing {err})") from None

@@ -1,0 +1,215 @@
+"""Frozen configuration dataclasses with the paper's defaults.
+
+The GUI, the command line and a JSON/YAML config file all build the same
+objects; the model file stores them (`Config.to_dict`) so that a model carries
+how it was made.
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from .augment import AugmentConfig
+from .errors import InputError
+from .weights import WeightConfig
+
+
+def check_fields(config) -> None:
+    """Check a config's Literal choices and numeric ranges; raise InputError naming the field."""
+    hints = get_type_hints(type(config))
+    for f in fields(config):
+        value, hint = getattr(config, f.name), hints[f.name]
+        if get_origin(hint) is Literal and value not in get_args(hint):
+            raise InputError(f"{f.name} must be one of {list(get_args(hint))}, got {value!r}")
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int | float) and value < 0:
+            raise InputError(f"{f.name} must not be negative, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network (arguments of `napari_unet.UNet`); defaults are the paper's.
+
+    Attributes
+    ----------
+    in_channels, out_channels : int
+        1 input channel (EM), 2 classes (membrane, interior).
+    depth : int
+        Resolution levels: 5 in the paper (64 to 1024 channels).
+    base_channels : int
+        Channels of the first level: 64 in the paper.
+    padding : {'valid', 'same'}
+        'valid': unpadded convolutions (the paper; overlap-tile prediction).
+    batch_norm : bool
+        BatchNorm after each convolution (not in the paper).
+    dropout : float
+        The paper's drop-out at the end of the contracting path (0 = none).
+    """
+
+    in_channels: int = 1
+    out_channels: int = 2
+    depth: int = 5
+    base_channels: int = 64
+    padding: Literal["valid", "same"] = "valid"
+    batch_norm: bool = False
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train; defaults follow the paper where it says.
+
+    Attributes
+    ----------
+    epochs : int
+        Maximum number of epochs.
+    samples_per_epoch : int or None
+        Tiles per epoch; None: enough tiles to cover every training slice once.
+    minutes : float or None
+        Wall-clock budget; training stops cleanly (and saves) when it runs out.
+    tile : int
+        Side of the output tile the loss sees (388 in the paper); the input tile
+        is larger for a 'valid' network (572 for 388).
+    batch_size : int
+        Tiles per step (1 in the paper: large tiles rather than large batches).
+    accumulate : int
+        Steps whose gradients add up before one optimizer update.
+    optimizer : {'sgd', 'adam'}
+        SGD with high momentum (0.99) as in the paper, or Adam.
+    lr : float
+        Learning rate (the paper gives none; 0.01 suits SGD with momentum 0.99).
+    momentum : float
+        SGD momentum.
+    weight_decay : float
+        L2 penalty.
+    schedule : {'none', 'cosine', 'plateau'}
+        Learning-rate schedule.
+    val_slices : tuple of int or None
+        Slices kept for validation; None: a few slices spread over the stack.
+    val_every : int
+        Validate every this many epochs.
+    monitor : {'v_rand', 'v_info', 'pixel_error', 'val_loss'}
+        Validation figure that picks the best model and drives early stopping.
+    patience : int or None
+        Stop after this many validations without improvement (None: never).
+    seed : int
+        Seeds sampling, augmentation and initialisation.
+    device : {'auto', 'cpu', 'cuda', 'mps'}
+        'auto' picks CUDA, then MPS, then the CPU.
+    precision : {'auto', 'float32', 'bfloat16', 'float16'}
+        'auto': bfloat16 mixed precision on CUDA, float32 elsewhere.
+    num_workers : int or None
+        DataLoader worker processes; None: chosen from the device and CPU count.
+    checkpoint_minutes : float
+        Save the last model at least this often.
+    """
+
+    epochs: int = 100
+    samples_per_epoch: int | None = None
+    minutes: float | None = None
+    tile: int = 388
+    batch_size: int = 1
+    accumulate: int = 1
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.99
+    weight_decay: float = 0.0
+    schedule: Literal["none", "cosine", "plateau"] = "none"
+    val_slices: tuple[int, ...] | None = None
+    val_every: int = 1
+    monitor: Literal["v_rand", "v_info", "pixel_error", "val_loss"] = "v_rand"
+    patience: int | None = 20
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    num_workers: int | None = None
+    checkpoint_minutes: float = 5.0
+
+    def __post_init__(self):
+        check_fields(self)
+        for name in ("epochs", "tile", "batch_size", "accumulate", "val_every"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.lr <= 0:
+            raise InputError(f"lr must be positive, got {self.lr!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    weights: WeightConfig = field(default_factory=WeightConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Return plain, JSON-serialisable nested dicts."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        """Build a config from nested dicts, naming any unknown section or key."""
+        if not isinstance(data, dict):
+            raise InputError("a config is a mapping of sections (model, train, weights, augment)")
+        sections = {f.name: f.default_factory for f in fields(cls)}
+        unknown = sorted(set(data) - set(sections))
+        if unknown:
+            raise InputError(f"unknown config section(s) {unknown}; known: {sorted(sections)}")
+        return cls(**{name: _section(sections[name], data.get(name) or {}, name)
+                      for name in sections})
+
+    def replace(self, **sections: dict[str, Any]) -> "Config":
+        """Return a copy with some fields of some sections changed."""
+        changes = {}
+        for name, values in sections.items():
+            current = getattr(self, name)
+            changes[name] = _section(type(current), {**dataclasses.asdict(current), **values},
+                                     name)
+        return dataclasses.replace(self, **changes)
+
+
+def _section(kind: type, values: dict[str, Any], name: str):
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"unknown {name} setting(s) {unknown}; known: {sorted(known)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return kind(**values)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"bad {name} settings: {err}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a config from a JSON or YAML file.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.json``, ``.yaml`` or ``.yml``.
+
+    Returns
+    -------
+    config : Config
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such config file")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as err:  # json and yaml raise unrelated error types
+        raise InputError(f"{path}: not valid JSON/YAML ({str(err).splitlines()[0]})") from None
+    return Config.from_dict(data or {})

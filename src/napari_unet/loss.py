@@ -1,0 +1,39 @@
+"""The pixel-wise weighted cross-entropy of Ronneberger et al. 2015, eq. 1."""
+
+import torch
+import torch.nn.functional as F
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Weighted softmax cross-entropy over the annotated pixels (eq. 1 of the paper).
+
+    E = sum_x w(x) * -log p_l(x)(x) / #annotated, with p the softmax over
+    classes, l(x) the true class and w the weight map (`napari_unet.weight_map`).
+    The sum is divided by the number of annotated pixels (w > 0), not by the
+    sum of the weights: dividing by the weights would cancel them, and the
+    border term would no longer change anything.
+
+    Parameters
+    ----------
+    logits : (N, C, H, W) Tensor
+        Network output.
+    target : (N, H, W) int64 Tensor
+        Class index of every pixel (anything where not annotated).
+    weights : (N, H, W) Tensor
+        w(x); 0 where not annotated, so those pixels add nothing.
+
+    Returns
+    -------
+    loss : () Tensor
+        0 (with a gradient) when nothing is annotated.
+    """
+    if logits.shape[-2:] != target.shape[-2:] or target.shape != weights.shape:
+        raise ValueError(
+            f"logits {tuple(logits.shape)}, target {tuple(target.shape)} and weights "
+            f"{tuple(weights.shape)} must cover the same pixels"
+        )
+    ce = F.cross_entropy(logits.float(), target, reduction="none")
+    annotated = (weights > 0).sum().clamp(min=1)
+    return (weights * ce).sum() / annotated
