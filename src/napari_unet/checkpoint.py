@@ -121,7 +121,9 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
         raise InputError(f"{path}: no such model file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as err:
+        if "global" not in str(err).lower():  # the refusal names the forbidden global
+            raise InputError(f"{path}: not a napari-unet model file (unreadable)") from None
         raise InputError(
             f"{path}: refused: the file holds Python objects that could run code when loaded; "
             "it is not a napari-unet model"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 from . import __version__
+from .cli_jobs import add_jobs
 from .errors import InputError
 
 DEMO_SCREENSHOT = "napari-unet-demo.png"
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--screenshot", metavar="PNG", help="save a screenshot of the window there and exit"
     )
     demo.set_defaults(run=_demo)
+    add_jobs(jobs)
     return parser
 
 

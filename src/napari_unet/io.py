@@ -140,7 +140,7 @@ def write_tiff(
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        tifffile.imwrite(tmp, data, metadata=meta, compression="zlib")
+        tifffile.imwrite(tmp, data, metadata=meta, compression="zlib", photometric="minisblack")
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)

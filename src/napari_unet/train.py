@@ -429,7 +429,14 @@ def _loop(run: _Run) -> Generator[Progress, None, str]:
         batches = iter(make_loader(setup, st.position, generator))
         while st.position < len(setup.samples):
             tic = time.monotonic()
-            loss, tiles = _update(run, batches)
+            loss, tiles = update(setup, run.optimizer, batches)
+            if not math.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {loss} at step {st.step + 1}: lower the learning rate "
+                    f"(now {t.lr}); the best model so far is kept ({run.output or 'in memory'})"
+                )
+            if isinstance(run.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+                run.scheduler.step()
             st.position += tiles
             st.step += 1
             st.epoch_loss_sum += loss
@@ -461,10 +468,13 @@ def _loop(run: _Run) -> Generator[Progress, None, str]:
     return "epochs"
 
 
-def _update(run: _Run, batches) -> tuple[float, int]:
-    """One optimizer update over ``accumulate`` batches; return its mean loss and tile count."""
-    setup, t = run.setup, run.setup.config.train
-    run.optimizer.zero_grad(set_to_none=True)
+def update(setup: Setup, optimizer, batches) -> tuple[float, int]:
+    """One optimizer update over ``accumulate`` batches; return its mean loss and tile count.
+
+    A non-finite loss is returned without updating the weights.
+    """
+    t = setup.config.train
+    optimizer.zero_grad(set_to_none=True)
     total, tiles, parts = 0.0, 0, 0
     for _ in range(t.accumulate):
         batch = next(batches, None)
@@ -478,18 +488,12 @@ def _update(run: _Run, batches) -> tuple[float, int]:
                 f"{t.batch_size}: try a smaller --tile or --batch-size"
             ) from None
         if not torch.isfinite(loss):
-            where = run.output or "memory"
-            raise TrainingError(
-                f"loss became {loss.item()} at step {run.state.step + 1}: lower the learning "
-                f"rate (now {t.lr}); the best model so far is kept ({where})"
-            )
+            return loss.item(), tiles
         (loss / t.accumulate).backward()
         total += loss.item()
         tiles += len(batch["image"])
         parts += 1
-    run.optimizer.step()
-    if isinstance(run.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-        run.scheduler.step()
+    optimizer.step()
     return total / max(1, parts), tiles
 
 

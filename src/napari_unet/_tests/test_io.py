@@ -75,3 +75,12 @@ def test_read_errors(tmp_path):
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((16, 16, 3), np.uint8))
     with pytest.raises(InputError, match="RGB"):
         read_image(tmp_path / "rgb.tif")
+
+
+def test_three_and_four_slice_stacks_stay_stacks(tmp_path):
+    for depth in (3, 4):
+        stack = np.arange(depth * 8 * 8, dtype=np.uint16).reshape(depth, 8, 8)
+        path = write_tiff(tmp_path / f"s{depth}.tif", stack)
+        with tifffile.TiffFile(path) as tif:
+            assert len(tif.pages) == depth
+        np.testing.assert_array_equal(read_image(path), stack)

@@ -1,0 +1,23 @@
+import numpy as np
+import pytest
+
+from napari_unet.config import Config
+from napari_unet.datasets import isbi2012
+
+
+@pytest.fixture(scope="session")
+def isbi_small():
+    """Four 128x128 crops of the ISBI 2012 training data (image, annotation labels)."""
+    image, labels = isbi2012()
+    crop = (slice(0, 4), slice(0, 128), slice(0, 128))
+    return np.ascontiguousarray(image[crop]), np.ascontiguousarray(labels[crop])
+
+
+@pytest.fixture
+def tiny_config():
+    """A tiny network and short epochs: a run takes about a second on a CPU."""
+    return Config().replace(
+        model={"depth": 3, "base_channels": 4},
+        train={"tile": 64, "epochs": 2, "samples_per_epoch": 4, "batch_size": 2,
+               "val_slices": (3,), "device": "cpu", "patience": None},
+    )

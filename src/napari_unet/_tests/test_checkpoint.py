@@ -1,0 +1,88 @@
+import os
+
+import pytest
+import torch
+
+from napari_unet.checkpoint import FORMAT, ModelFile, load_model, make_model, save_model
+from napari_unet.config import Config
+from napari_unet.data import Normalization
+from napari_unet.errors import InputError
+
+
+def model_file(config=None):
+    config = config or Config().replace(model={"depth": 2, "base_channels": 2})
+    torch.manual_seed(0)
+    return ModelFile(config, Normalization(1.0, 200.0, 0.5, 0.2),
+                     make_model(config).state_dict(), [{"epoch": 1, "v_rand": 0.5}],
+                     {"epoch": 1, "torch_rng": torch.get_rng_state()})
+
+
+def test_round_trip(tmp_path):
+    original = model_file()
+    loaded = load_model(save_model(tmp_path / "m.pt", original))
+    assert loaded.config == original.config
+    assert loaded.normalization == original.normalization
+    assert loaded.history == original.history
+    assert torch.equal(loaded.training_state["torch_rng"], original.training_state["torch_rng"])
+    for key, value in original.state_dict.items():
+        assert torch.equal(loaded.state_dict[key], value)
+    net = loaded.build_model()
+    assert not net.training and net.depth == 2
+
+
+class Payload:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_pickle_payload_is_refused_without_running(tmp_path):
+    target = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "version": 1, "payload": Payload(str(target))}, path)
+    with pytest.raises(InputError, match="refused: the file holds Python objects"):
+        load_model(path)
+    assert not target.exists()
+    # An unsafe load would have run it: the payload is real.
+    torch.load(path, weights_only=False)["payload"].close()
+    assert target.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x00garbage", "not a napari-unet model file"),
+        ({"weights": torch.zeros(2)}, "not a napari-unet model file"),
+        ({"format": FORMAT, "version": 99}, "newer than this napari-unet reads"),
+        ({"format": FORMAT, "version": 1, "config": {}}, "damaged napari-unet model file"),
+    ],
+)
+def test_foreign_files(tmp_path, content, message):
+    path = tmp_path / "m.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(InputError, match=message):
+        load_model(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match="no such model file"):
+        load_model(tmp_path / "none.pt")
+
+
+def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
+    path = save_model(tmp_path / "m.pt", model_file())
+    before = path.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(InputError, match="No space left on device"):
+        save_model(path, model_file())
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["m.pt"]

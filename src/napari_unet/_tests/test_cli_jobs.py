@@ -1,0 +1,140 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.checkpoint import load_model
+from napari_unet.cli import main
+from napari_unet.io import write_mask
+
+TINY = ["--depth", "3", "--base-channels", "4", "--tile", "64", "--samples-per-epoch", "4",
+        "--batch-size", "2", "--val-slices", "3", "--device", "cpu"]
+
+
+@pytest.fixture
+def files(isbi_small, tmp_path):
+    image, labels = isbi_small
+    tifffile.imwrite(tmp_path / "img.tif", image, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "isbi.tif", np.where(labels == 1, 0, 255).astype(np.uint8),
+                     photometric="minisblack")
+    return tmp_path
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_train_evaluate_and_resume(files, capsys):
+    model = files / "m.pt"
+    code, out, err = run(["train", files / "img.tif", files / "isbi.tif", "-o", model,
+                          "--epochs", "1", *TINY], capsys)
+    assert code == 0, err
+    assert "epoch 1: train_loss" in out and "best model" in out
+    assert load_model(model).config.model.depth == 3
+    code, out, err = run(["train", files / "img.tif", files / "isbi.tif", "-o", model,
+                          "--epochs", "2", "--resume"], capsys)
+    assert code == 0, err
+    assert load_model(files / "m.last.pt").training_state["epoch"] == 2
+    labels = tifffile.imread(files / "isbi.tif")
+    write_mask(files / "mask.tif", np.where(labels == 0, 1, 2))
+    code, out, _ = run(["evaluate", files / "mask.tif", files / "isbi.tif"], capsys)
+    scores = json.loads(out)
+    assert code == 0 and scores["pixel_error"] == 0 and scores["v_rand"] == 1
+
+
+def test_config_file_and_flags(files, capsys, tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps({"train": {"epochs": 1, "lr": 0.5}}))
+    code, _, err = run(["train", files / "img.tif", files / "isbi.tif", "-o",
+                        files / "m.pt", "--config", tmp_path / "c.json", "--lr", "0.001", *TINY],
+                       capsys)
+    assert code == 0, err
+    config = load_model(files / "m.pt").config
+    assert config.train.lr == 0.001 and config.train.epochs == 1
+
+
+def test_lr_find(files, capsys):
+    code, out, _ = run(["lr-find", files / "img.tif", files / "isbi.tif", "--steps", "8",
+                        "--json", *TINY], capsys)
+    curve = json.loads(out)
+    assert code == 0 and len(curve["lr"]) == len(curve["loss"]) <= 8
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", "no such file"),
+        ("shape", "differs from image shape"),
+        ("values", "fit no convention"),
+        ("small", "too small to train on"),
+        ("tile", "tile must be at least 1"),
+        ("device", "device must be one of ['auto', 'cpu', 'cuda', 'mps'], got 'tpu'"),
+        ("exists", "exists; use --resume"),
+        ("config", "unknown train setting"),
+    ],
+)
+def test_user_mistakes_exit_2(files, capsys, case, message):
+    image, labels, extra = files / "img.tif", files / "isbi.tif", []
+    if case == "missing":
+        image = files / "nope.tif"
+    elif case == "shape":
+        tifffile.imwrite(files / "l2.tif", np.zeros((2, 128, 128), np.uint8))
+        labels = files / "l2.tif"
+    elif case == "values":
+        tifffile.imwrite(files / "l3.tif", np.full((4, 128, 128), 7, np.uint8),
+                         photometric="minisblack")
+        labels = files / "l3.tif"
+    elif case == "small":
+        tifffile.imwrite(files / "i4.tif", np.zeros((4, 4), np.uint8))
+        tifffile.imwrite(files / "l4.tif", np.full((4, 4), 2, np.uint8))
+        image, labels = files / "i4.tif", files / "l4.tif"
+    elif case == "tile":
+        extra = ["--tile", "0"]
+    elif case == "device":
+        extra = ["--device", "tpu"]
+    elif case == "exists":
+        (files / "m.pt").write_bytes(b"precious")
+    elif case == "config":
+        (files / "bad.json").write_text('{"train": {"epoch": 1}}')
+        extra = ["--config", files / "bad.json"]
+    code, _, err = run(["train", image, labels, "-o", files / "m.pt", *TINY, *extra], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
+    if case == "exists":
+        assert (files / "m.pt").read_bytes() == b"precious"
+
+
+def test_cuda_on_a_machine_without_it(files, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = run(["train", files / "img.tif", files / "isbi.tif", "-o", files / "m.pt",
+                        *TINY, "--device", "cuda"], capsys)
+    assert code == 2 and "sees no CUDA GPU" in err
+
+
+def test_ctrl_c_saves_the_last_model(files):
+    script = Path(sys.executable).parent / "napari-unet"
+    process = subprocess.Popen(
+        [str(script), "train", files / "img.tif", files / "isbi.tif", "-o", files / "m.pt",
+         "--epochs", "1000", *TINY], stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seen = ""
+    while "step" not in seen:  # the progress bar shows that training runs
+        char = process.stderr.read(1)
+        assert char, "training ended before it could be interrupted"
+        seen += char
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130, rest
+    last = load_model(files / "m.last.pt")
+    assert last.training_state["step"] >= 1

@@ -1,0 +1,98 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.checkpoint import load_model
+from napari_unet.errors import InputError
+from napari_unet.train import Event, TrainingError, drain, last_path_for, train
+
+
+def events(generator):
+    out = []
+    while True:
+        try:
+            out.append(next(generator))
+        except StopIteration as stop:
+            return out, stop.value
+
+
+def test_progress_and_files(isbi_small, tiny_config, tmp_path):
+    image, labels = isbi_small
+    progress, result = events(train(image, labels, tiny_config, output=tmp_path / "m.pt"))
+    steps = [p for p in progress if p.event is Event.STEP]
+    validations = [p for p in progress if p.event is Event.VALIDATION]
+    assert [p.step for p in steps] == [1, 2, 3, 4] and steps[-1].total_steps == 4
+    assert all(math.isfinite(p.loss) and p.lr == 0.01 and p.samples_per_s > 0 for p in steps)
+    assert len(validations) == 2 and validations[-1].preview.shape == (128, 128)
+    assert {"val_loss", "pixel_error", "v_rand", "v_info"} <= set(validations[0].metrics)
+    assert result.reason == "epochs" and len(result.history) == 2
+    best, last = load_model(tmp_path / "m.pt"), load_model(last_path_for(tmp_path / "m.pt"))
+    assert best.training_state == {} and last.training_state["step"] == 4
+    assert last.history == result.history
+
+
+def test_resume_is_exact(isbi_small, tiny_config, tmp_path):
+    image, labels = isbi_small
+    config = tiny_config.replace(model={"dropout": 0.2}, train={"epochs": 3,
+                                                               "schedule": "cosine"})
+    whole = drain(train(image, labels, config, output=tmp_path / "a.pt"))
+    first = train(image, labels, config, output=tmp_path / "b.pt")
+    for _ in range(3):  # stop in the middle of the second epoch
+        next(first)
+    first.close()
+    rest = drain(train(image, labels, config, output=tmp_path / "b.pt",
+                       resume=last_path_for(tmp_path / "b.pt")))
+    for key, value in whole.last.state_dict.items():
+        assert torch.equal(rest.last.state_dict[key], value), key
+    assert [h["val_loss"] for h in rest.history] == [h["val_loss"] for h in whole.history]
+
+
+def test_early_stopping(isbi_small, tiny_config):
+    image, labels = isbi_small
+    # A learning rate of ~0 never improves the score: patience 1 stops after 2 validations.
+    config = tiny_config.replace(train={"epochs": 10, "lr": 1e-30, "patience": 1,
+                                        "monitor": "val_loss"})
+    result = drain(train(image, labels, config))
+    assert result.reason == "early stopping" and len(result.history) == 3
+
+
+def test_time_budget(isbi_small, tiny_config):
+    image, labels = isbi_small
+    result = drain(train(image, labels, tiny_config.replace(train={"minutes": 0.0})))
+    assert result.reason == "time budget"
+    assert result.last.training_state["step"] == 1
+
+
+def test_nan_loss_stops_and_keeps_the_best(isbi_small, tiny_config, tmp_path):
+    image, labels = isbi_small
+    output = tmp_path / "m.pt"
+    drain(train(image, labels, tiny_config, output=output))
+    before = output.read_bytes()
+    config = tiny_config.replace(train={"lr": 1e12, "epochs": 20})
+    with pytest.raises(TrainingError, match=r"loss became (nan|inf) at step \d+"):
+        drain(train(image, labels, config, init=output, output=tmp_path / "other.pt"))
+    assert output.read_bytes() == before
+
+
+def test_init_fine_tunes_from_a_model(isbi_small, tiny_config, tmp_path):
+    image, labels = isbi_small
+    first = drain(train(image, labels, tiny_config, output=tmp_path / "m.pt"))
+    other = tiny_config.replace(model={"base_channels": 8}, train={"epochs": 1})
+    tuned = drain(train(image, labels, other, init=tmp_path / "m.pt"))
+    assert tuned.last.config.model == first.last.config.model  # the model's network is kept
+    assert tuned.last.normalization == first.last.normalization
+
+
+def test_unannotated_labels_refused(isbi_small, tiny_config):
+    image, _ = isbi_small
+    with pytest.raises(InputError, match="no annotation"):
+        drain(train(image, np.zeros_like(image), tiny_config))
+
+
+def test_resume_needs_training_state(isbi_small, tiny_config, tmp_path):
+    image, labels = isbi_small
+    drain(train(image, labels, tiny_config, output=tmp_path / "m.pt"))
+    with pytest.raises(InputError, match="no training state"):
+        drain(train(image, labels, tiny_config, resume=tmp_path / "m.pt"))

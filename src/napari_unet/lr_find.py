@@ -1,0 +1,124 @@
+"""Learning-rate range test (Smith 2017): an exponential sweep of the learning rate.
+
+The rate grows geometrically from ``start`` to ``end``, one optimizer update
+per rate, on augmented training samples; the loss is smoothed with an
+exponential moving average (bias-corrected) and the sweep stops once the
+smoothed loss exceeds ``diverge`` times its minimum. The rate recorded with a
+loss is the one that update used.
+"""
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import Config
+from .train import build_setup, make_loader, make_optimizer, update
+
+
+@dataclass(frozen=True)
+class LRStep:
+    """One point of the sweep: the rate an update used and the loss it saw."""
+
+    step: int
+    steps: int
+    lr: float
+    loss: float
+    smoothed: float
+
+
+@dataclass(frozen=True)
+class LRResult:
+    """The sweep's curve and the suggested learning rate.
+
+    Attributes
+    ----------
+    lrs, losses, smoothed : list of float
+        One entry per update, in order.
+    suggestion : float or None
+        The rate where the smoothed loss falls fastest (per log-rate), before its
+        minimum; None when the sweep was too short to tell.
+    diverged : bool
+        Whether the sweep stopped on divergence.
+    """
+
+    lrs: list
+    losses: list
+    smoothed: list
+    suggestion: float | None
+    diverged: bool
+
+
+def suggest_lr(lrs, smoothed) -> float | None:
+    """Return the rate of steepest descent of the smoothed loss before its minimum."""
+    lrs, smoothed = np.asarray(lrs, float), np.asarray(smoothed, float)
+    stop = int(np.argmin(smoothed))
+    if stop < 2:
+        return None
+    slopes = np.gradient(smoothed[: stop + 1], np.log(lrs[: stop + 1]))
+    return float(lrs[int(np.argmin(slopes))])
+
+
+def lr_find(
+    image: np.ndarray,
+    labels: np.ndarray,
+    config: Config | None = None,
+    *,
+    start: float = 1e-6,
+    end: float = 10.0,
+    steps: int = 100,
+    beta: float = 0.9,
+    diverge: float = 4.0,
+) -> Generator[LRStep, None, LRResult]:
+    """Sweep the learning rate exponentially; yield each point, return the curve.
+
+    Parameters
+    ----------
+    image, labels : ndarray
+        As for `napari_unet.train.train`.
+    config : Config, optional
+        Network, optimizer and data settings; its learning rate is ignored.
+    start, end : float
+        First and last learning rate.
+    steps : int
+        Number of updates (rates).
+    beta : float
+        Smoothing of the loss (exponential moving average).
+    diverge : float
+        Stop when the smoothed loss exceeds this multiple of its minimum.
+
+    Yields
+    ------
+    point : LRStep
+
+    Returns
+    -------
+    result : LRResult
+    """
+    config = (config or Config()).replace(train={"lr": start, "schedule": "none",
+                                                 "samples_per_epoch": None})
+    setup = build_setup(image, labels, config)
+    t = config.train
+    setup.samples.length = steps * t.batch_size * t.accumulate
+    optimizer, _ = make_optimizer(setup.model, config, steps)
+    factor = (end / start) ** (1 / max(1, steps - 1))
+    batches = iter(make_loader(setup, 0, torch.Generator().manual_seed(t.seed)))
+    lrs, losses, smoothed, average, best = [], [], [], 0.0, np.inf
+    setup.model.train()
+    for step in range(steps):
+        lr = start * factor**step
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss, _ = update(setup, optimizer, batches)
+        average = beta * average + (1 - beta) * loss
+        value = average / (1 - beta ** (step + 1))
+        lrs.append(lr)
+        losses.append(loss)
+        smoothed.append(value)
+        yield LRStep(step + 1, steps, lr, loss, value)
+        best = min(best, value)
+        if not np.isfinite(value) or value > diverge * best:
+            return LRResult(lrs, losses, smoothed, suggest_lr(lrs, smoothed), True)
+    return LRResult(lrs, losses, smoothed, suggest_lr(lrs, smoothed), False)
+
