@@ -35,18 +35,9 @@ import statistics
 import time
 
 import torch
-from torch.nn import functional as F
 
 from napari_unet import UNet
-
-
-def weighted_cross_entropy(logits, target, weight):
-    # eq. 1 of the paper: the per-pixel log-loss weighted by the weight map; under
-    # bf16 autocast the logits are bf16 and the loss is taken in float32
-    if logits.dtype in (torch.bfloat16, torch.float16):
-        logits = logits.float()
-    loss = F.cross_entropy(logits, target, reduction="none")
-    return (weight * loss).sum() / weight.sum()
+from napari_unet.loss import weighted_cross_entropy
 
 
 def make_batch(batch, size, out_size, generator):
