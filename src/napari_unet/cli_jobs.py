@@ -95,6 +95,13 @@ def _format(record: dict) -> str:
     return f"epoch {record['epoch']}: {shown}"
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
 def run_train(args: argparse.Namespace) -> int:
     """``napari-unet train``: train and save the best and the last model."""
     from .train import Event, TrainingError, last_path_for, train
@@ -123,7 +130,8 @@ def run_train(args: argparse.Namespace) -> int:
             if progress.event is Event.STEP:
                 bar.update(progress.step - bar.n)
                 bar.set_postfix(loss=f"{progress.loss:.4f}", lr=f"{progress.lr:.2g}",
-                                tiles_s=f"{progress.samples_per_s:.2f}")
+                                tiles_s=f"{progress.samples_per_s:.2f}",
+                                left=_duration(progress.eta_s))
             else:
                 bar.write(_format(progress.metrics))
     except KeyboardInterrupt:

@@ -27,8 +27,8 @@ sigma, which bounds the search and changes w by at most w0 * exp(-18).
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-from scipy import ndimage as ndi
 
 from .errors import InputError
 from .labels import INTERIOR, MEMBRANE, UNLABELLED, label_values
@@ -224,9 +224,9 @@ def _add_border_term(
 
 def _label_cells(interior: np.ndarray) -> tuple[np.ndarray, int]:
     """Label the 4-connected components of the interior (1..n, 0 elsewhere)."""
-    cells = np.empty(interior.shape, np.int32)
-    n_cells = ndi.label(interior, output=cells)
-    return cells, int(n_cells)
+    image = np.ascontiguousarray(interior, dtype=bool).view(np.uint8)
+    count, cells = cv2.connectedComponents(image, connectivity=4, ltype=cv2.CV_32S)
+    return cells, count - 1
 
 
 _BATCH = 1 << 15
@@ -258,13 +258,19 @@ class _Keys:
         """A bit above every key, to push a candidate out of the running."""
         return 1 << (30 if self.dtype is np.int32 else 62)
 
-    def pack(self, distance: np.ndarray, cell: np.ndarray) -> np.ndarray:
-        """Pack 1D distances (saturated at sqrt(cap)) and cells into keys."""
-        d = np.minimum(distance, self.dtype(math.isqrt(self.cap)))
-        np.multiply(d, d, out=d)
-        np.left_shift(d, self.label_bits, out=d)
-        np.add(d, cell, out=d)
-        return d
+    def saturated(self, cell: int) -> int:
+        """Return the key of ``cell`` at the cap (farther than the reach)."""
+        return self.cap << self.label_bits | cell
+
+    def pack(self, distance: np.ndarray, cell: np.ndarray, out: np.ndarray) -> None:
+        """Pack 1D distances (clipped to 0..sqrt(cap)) and cells into ``out``.
+
+        ``distance`` is overwritten.
+        """
+        np.clip(distance, 0, math.isqrt(self.cap), out=distance)
+        np.multiply(distance, distance, out=distance)
+        np.left_shift(distance, self.label_bits, out=out, dtype=self.dtype)
+        np.add(out, cell, out=out, dtype=self.dtype)
 
     def squared_distance(self, keys: np.ndarray) -> np.ndarray:
         return keys >> self.label_bits
@@ -296,59 +302,66 @@ def _two_nearest_cells(
     # No distance in the image exceeds its diagonal: a shorter reach is exact.
     reach = min(math.ceil(cutoff), math.ceil(math.hypot(height, width)))
     margin = min(reach, height)
-    # Zero margins above and below (pass 2 never leaves the array) and
-    # `reach + 1` columns on the right: in the flattened array a cell in
+    # `reach + 1` zero columns on the right: in the flattened array a cell in
     # another row is then farther than the reach, so it cannot count.
-    padded = np.zeros((height + 2 * margin, width + reach + 1), np.int32)
-    padded[margin : margin + height, :width] = cells
+    stride = width + reach + 1
+    padded = np.zeros((height, stride), np.int32)
+    padded[:, :width] = cells
     keys = _Keys.for_image(n_cells, cap=(reach + 1) ** 2)
-    first, second = _row_pass(padded.ravel(), n_cells, keys)
-    stride = padded.shape[1]
+    # The row results, with `margin` rows above and below (pass 2 never leaves
+    # the arrays) that hold no cell within the reach.
+    size = (height + 2 * margin) * stride
+    image = slice(margin * stride, (margin + height) * stride)
+    first, second = np.empty(size, keys.dtype), np.empty(size, keys.dtype)
+    _row_pass(padded.ravel(), n_cells, keys, first[image], second[image])
+    for rows, cell in ((first, n_cells + 1), (second, n_cells + 2)):
+        rows[: image.start] = rows[image.stop :] = keys.saturated(cell)
     start = pixels + (pixels // width) * (stride - width) + margin * stride
     k1, k2 = _column_pass(first, second, start, stride, margin, keys)
     return keys.squared_distance(k1), keys.squared_distance(k2)
 
 
-def _row_pass(flat: np.ndarray, n_cells: int, keys: _Keys) -> tuple[np.ndarray, np.ndarray]:
+def _row_pass(
+    flat: np.ndarray, n_cells: int, keys: _Keys, first: np.ndarray, second: np.ndarray
+) -> None:
     """Pass 1: the nearest cell and the nearest other cell of every pixel, along rows.
 
-    ``flat`` is the flattened, zero-padded label image: each row ends in zeros
-    wide enough that the runs of other rows lie beyond the reach.
-
-    Returns
-    -------
-    first, second : (flat.size,) ndarray
-        Keys of the nearest run and of the nearest run of another cell.
+    ``flat`` is the flattened label image, each row ending in zeros wide enough
+    that the runs of other rows lie beyond the reach. Writes into ``first`` and
+    ``second`` (as long as ``flat``) the keys of the nearest run and of the
+    nearest run of another cell, ordered so that ``first <= second``.
     """
     size = flat.size
-    index_type = np.int32 if size < 2**30 else np.int64
-    starts, ends, cell = _runs(flat, n_cells, far=math.isqrt(keys.cap) + 1, index_type=index_type)
+    far = math.isqrt(keys.cap) + 1
+    index_type = np.int32 if size + far < 2**31 else np.int64
+    starts, ends, cell = _runs(flat, n_cells, far=far, index_type=index_type)
     before, after = _other_cell_runs(cell)
-    # The pixels nearest to run j lie between the midpoints of its two gaps:
-    # the gap on its left, the run itself (distance 0), the gap on its right.
+    # The pixels nearest to run j lie between the midpoints of its two gaps,
+    # [low, high); their distance to it is max(start - i, i - end, 0).
     bounds = np.empty(len(cell) + 1, index_type)
     bounds[0], bounds[-1] = 0, size
     bounds[1:-1] = np.clip((ends[:-1] + starts[1:]) // 2 + 1, 0, size)
     low, high = bounds[:-1], bounds[1:]
-    run_start, run_stop = np.clip(starts, low, high), np.clip(ends + 1, low, high)
-    parts = np.column_stack([run_start - low, run_stop - run_start, high - run_stop]).ravel()
     i = np.arange(size, dtype=index_type)
-    distance = i - np.repeat(np.column_stack([starts, starts, ends]).ravel(), parts)
-    distance *= np.repeat(np.tile(np.array([-1, 0, 1], np.int8), len(cell)), parts)
-    first = keys.pack(distance, np.repeat(cell, high - low))
+    distance = np.repeat(starts, high - low)
+    np.subtract(distance, i, out=distance)
+    past_end = np.repeat(ends, high - low)
+    np.subtract(i, past_end, out=past_end)
+    np.maximum(distance, past_end, out=distance)
+    keys.pack(distance, np.repeat(cell, high - low), out=first)
     # The nearest other cell is run `before` on the left or run `after` on the
     # right, whichever is closer: split each stretch where they are equidistant.
     left, right = ends[before], starts[after]
     switch = np.clip((left + right) // 2 + 1, low, high)
     halves = np.column_stack([switch - low, high - switch]).ravel()
-    distance = i - np.repeat(np.column_stack([left, right]).ravel(), halves)
+    distance = np.repeat(np.column_stack([left, right]).ravel(), halves)
+    np.subtract(i, distance, out=distance)
     np.abs(distance, out=distance)
     other = np.repeat(np.column_stack([cell[before], cell[after]]).ravel(), halves)
-    second = keys.pack(distance, other)
+    keys.pack(distance, other, out=second)
     # Where both are equally far, order them by key, as `_merge` expects.
-    nearest = np.minimum(first, second)
-    np.maximum(first, second, out=second)
-    return nearest, second
+    swap = np.flatnonzero(first > second)
+    first[swap], second[swap] = second[swap], first[swap]
 
 
 def _runs(
@@ -358,10 +371,12 @@ def _runs(
 
     A run of 4-connected labels in one row is one cell. A sentinel run ``far``
     outside each end, with a cell of its own, gives every pixel a run on both
-    sides. ``flat`` must start and end with a zero.
+    sides. ``flat`` must end with a zero.
     """
     inside = flat != 0
-    edges = np.flatnonzero(inside[1:] ^ inside[:-1]) + 1
+    edges = np.flatnonzero(inside[1:] != inside[:-1]) + 1
+    if inside[0]:
+        edges = np.concatenate(([0], edges))
     starts, stops = edges[0::2], edges[1::2]
     size = flat.size
     cell = np.concatenate(([n_cells + 1], flat[starts], [n_cells + 2]))
