@@ -96,3 +96,12 @@ def test_resume_needs_training_state(isbi_small, tiny_config, tmp_path):
     drain(train(image, labels, tiny_config, output=tmp_path / "m.pt"))
     with pytest.raises(InputError, match="no training state"):
         drain(train(image, labels, tiny_config, resume=tmp_path / "m.pt"))
+
+
+def test_worker_processes_give_the_same_samples(isbi_small, tiny_config):
+    image, labels = isbi_small
+    config = tiny_config.replace(train={"epochs": 1})
+    inline = drain(train(image, labels, config))
+    spawned = drain(train(image, labels, config.replace(train={"num_workers": 1})))
+    for key, value in inline.last.state_dict.items():
+        assert torch.equal(spawned.last.state_dict[key], value), key
