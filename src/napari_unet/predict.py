@@ -1,18 +1,21 @@
 """Overlap-tile prediction (Ronneberger et al. 2015, Fig. 2).
 
-The slice is mirror-padded, cut into input tiles whose outputs tile the slice
+A slice is mirror-padded, cut into input tiles whose outputs tile the slice
 exactly, and the outputs are pasted back. A valid-padding network sees, for
 every output pixel, the same context wherever the tile boundaries fall, so the
 result does not depend on the tile size. A same-padding network gets extra
-context around each tile, which is cropped away from its output.
+context around each tile, which is cropped away from its output. Tiles of all
+slices are batched together; `predict` yields progress after every batch.
 """
 
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .data import Normalization, mirror_crop
+from .jobs import drain
 from .model import UNet
 
 SAME_CONTEXT = 32
@@ -42,6 +45,14 @@ class TilePlan:
         return (self.input - self.output) // 2
 
 
+@dataclass(frozen=True)
+class PredictProgress:
+    """Tiles predicted so far, of how many."""
+
+    done: int
+    total: int
+
+
 def tile_origins(length: int, tile: int) -> list[int]:
     """Origins of output tiles that cover ``length`` pixels; the last one ends at the edge."""
     if length <= tile:
@@ -49,8 +60,29 @@ def tile_origins(length: int, tile: int) -> list[int]:
     return [*range(0, length - tile, tile), length - tile]
 
 
+def _dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """Apply the k-th symmetry of the square (k < 4: rotations; k >= 4: flip, then rotate)."""
+    if not inverse:
+        x = torch.flip(x, dims=(-1,)) if k >= 4 else x
+        return torch.rot90(x, k % 4, dims=(-2, -1))
+    x = torch.rot90(x, -(k % 4), dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if k >= 4 else x
+
+
+def _forward(model, inputs, autocast_dtype, tta: bool) -> torch.Tensor:
+    """P(membrane) of a batch of tiles, averaged over the 8 symmetries with ``tta``."""
+    device_type = inputs.device.type
+    total = 0
+    for k in range(8 if tta else 1):
+        with torch.autocast(device_type=device_type, dtype=autocast_dtype,
+                            enabled=autocast_dtype is not None):
+            logits = model(_dihedral(inputs, k))
+        total = total + _dihedral(torch.softmax(logits.float(), dim=1)[:, 1], k, inverse=True)
+    return total / (8 if tta else 1)
+
+
 @torch.no_grad()
-def predict_probabilities(
+def predict(
     model: UNet,
     unit_image: np.ndarray,
     normalization: Normalization,
@@ -59,52 +91,69 @@ def predict_probabilities(
     batch_size: int = 4,
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
-) -> np.ndarray:
-    """Predict P(membrane) for one slice by overlap-tiling.
+    tta: bool = False,
+) -> Generator[PredictProgress, None, np.ndarray]:
+    """Predict P(membrane) by overlap-tiling, yielding progress after every batch of tiles.
 
     Parameters
     ----------
     model : UNet
-        Two-class network (channel 1 = membrane); evaluated in eval mode.
-    unit_image : (Y, X) float32 ndarray
-        The slice mapped to [0, 1] (`Normalization.unit`).
+        Two-class network (channel 1 = membrane); run in eval mode.
+    unit_image : (Y, X) or (Z, Y, X) float32 ndarray
+        The image mapped to [0, 1] (`Normalization.unit`); stacks go slice by slice.
     normalization : Normalization
     tile : int
-        Output tile side to aim for.
+        Output tile side to aim for (the paper's 388 by default).
     batch_size : int
         Tiles per forward pass.
     device : torch.device or str
     autocast_dtype : torch.dtype or None
-        Mixed precision (CUDA).
+        Mixed precision (bf16 on CUDA).
+    tta : bool
+        Average over the 8 flips and rotations of each tile (8x the work).
+
+    Yields
+    ------
+    progress : PredictProgress
 
     Returns
     -------
-    probabilities : (Y, X) float32 ndarray
-        In [0, 1]; the same shape as the slice.
+    probabilities : float32 ndarray
+        In [0, 1], the shape of ``unit_image``.
     """
+    stack = unit_image[None] if unit_image.ndim == 2 else unit_image
     plan = TilePlan.for_model(model, tile)
-    height, width = unit_image.shape
+    height, width = stack.shape[1:]
     out_tile = min(plan.output, max(height, width))
-    network_image = normalization.network(unit_image)
     rows, cols = tile_origins(height, out_tile), tile_origins(width, out_tile)
-    origins = [(y, x) for y in rows for x in cols]
-    result = np.zeros((height, width), dtype=np.float32)
+    jobs = [(z, y, x) for z in range(len(stack)) for y in rows for x in cols]
+    result = np.zeros(stack.shape, dtype=np.float32)
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(origins), batch_size):
-            batch = origins[start:start + batch_size]
-            tiles = np.stack([mirror_crop(network_image, y - plan.margin, x - plan.margin,
-                                          plan.input, plan.input) for y, x in batch])
-            inputs = torch.from_numpy(tiles[:, None]).to(device)
-            with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
-                                enabled=autocast_dtype is not None):
-                logits = model(inputs)
-            probs = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+        for done, batch in _batches(jobs, batch_size):
+            tiles = np.stack([mirror_crop(stack[z], y - plan.margin, x - plan.margin,
+                                          plan.input, plan.input) for z, y, x in batch])
+            inputs = torch.from_numpy(normalization.network(tiles)[:, None]).to(device)
+            if inputs.device.type == "cuda":
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            probs = _forward(model, inputs, autocast_dtype, tta).cpu().numpy()
             o = plan.offset
-            for (y, x), p in zip(batch, probs, strict=True):
+            for (z, y, x), p in zip(batch, probs, strict=True):
                 h, w = min(out_tile, height - y), min(out_tile, width - x)
-                result[y:y + h, x:x + w] = p[o:o + h, o:o + w]
+                result[z, y:y + h, x:x + w] = p[o:o + h, o:o + w]
+            yield PredictProgress(done, len(jobs))
     finally:
         model.train(was_training)
-    return result
+    return result[0] if unit_image.ndim == 2 else result
+
+
+def _batches(jobs: list, size: int) -> Iterator[tuple[int, list]]:
+    for start in range(0, len(jobs), size):
+        batch = jobs[start:start + size]
+        yield start + len(batch), batch
+
+
+def predict_probabilities(model, unit_image, normalization, **options) -> np.ndarray:
+    """Run `predict` to the end and return the probabilities (for scripts and validation)."""
+    return drain(predict(model, unit_image, normalization, **options))

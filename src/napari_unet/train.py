@@ -33,9 +33,12 @@ from .data import (
 )
 from .devices import autocast_dtype, cpu_threads, default_workers, pick_device
 from .errors import InputError
+from .jobs import drain
 from .loss import weighted_cross_entropy
 from .metrics import evaluate
 from .predict import predict_probabilities
+
+__all__ = ["Event", "Progress", "TrainResult", "TrainingError", "drain", "train"]
 
 HIGHER_IS_BETTER = {"v_rand": True, "v_info": True, "pixel_error": False, "val_loss": False,
                     "train_loss": False}
@@ -506,11 +509,3 @@ def _eta(run: _Run, start_time: float, start_step: int) -> float | None:
     minutes = run.setup.config.train.minutes
     return min(eta, max(0.0, 60 * minutes - elapsed)) if minutes is not None else eta
 
-
-def drain(generator: Generator):
-    """Run a progress generator to the end and return its result (for scripts)."""
-    while True:
-        try:
-            next(generator)
-        except StopIteration as stop:
-            return stop.value
