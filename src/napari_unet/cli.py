@@ -12,6 +12,7 @@ import sys
 
 from . import __version__
 from .cli_jobs import add_jobs
+from .cli_predict import add_predict
 from .errors import InputError
 
 DEMO_SCREENSHOT = "napari-unet-demo.png"
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(run=_demo)
     add_jobs(jobs)
+    add_predict(jobs)
     return parser
 
 

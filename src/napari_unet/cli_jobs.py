@@ -83,7 +83,8 @@ def read_pair(images: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
     return image, annotation
 
 
-def _bar(total: int, unit: str):
+def progress_bar(total: int, unit: str):
+    """Return a terminal progress bar."""
     from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, dynamic_ncols=True, leave=True)
@@ -125,7 +126,7 @@ def run_train(args: argparse.Namespace) -> int:
                 result = stop.value
                 break
             if bar is None:
-                bar = _bar(progress.total_steps, "step")
+                bar = progress_bar(progress.total_steps, "step")
                 bar.update(progress.step - 1)
             if progress.event is Event.STEP:
                 bar.update(progress.step - bar.n)
@@ -157,7 +158,7 @@ def run_lr_find(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     image, labels = read_pair(args.images, args.labels)
     sweep = lr_find(image, labels, config, start=args.start, end=args.end, steps=args.steps)
-    bar = _bar(args.steps, "lr")
+    bar = progress_bar(args.steps, "lr")
     while True:
         try:
             point = next(sweep)
