@@ -50,6 +50,14 @@ class ModelFile:
     history: list[dict[str, Any]] = field(default_factory=list)
     training_state: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def threshold(self) -> float:
+        """Membrane threshold chosen by the latest validation (0.5 without one)."""
+        for record in reversed(self.history):
+            if record.get("threshold") is not None:
+                return float(record["threshold"])
+        return 0.5
+
     def build_model(self) -> UNet:
         """Return the network with these weights, in eval mode."""
         model = make_model(self.config)

@@ -51,12 +51,13 @@ def run_predict(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     convention = "isbi" if args.isbi else "membrane"
-    write_mask(outputs["mask"], membrane_mask(probabilities, threshold=args.threshold),
+    threshold = model_file.threshold if args.threshold is None else args.threshold
+    write_mask(outputs["mask"], membrane_mask(probabilities, threshold=threshold),
                convention=convention, overwrite=args.overwrite)
     if "probabilities" in outputs:
         write_tiff(outputs["probabilities"], probabilities, overwrite=args.overwrite)
     if "cells" in outputs:
-        cells = cell_labels(probabilities, threshold=args.threshold, min_size=args.min_cell_size)
+        cells = cell_labels(probabilities, threshold=threshold, min_size=args.min_cell_size)
         write_tiff(outputs["cells"], cells, overwrite=args.overwrite)
     print("wrote " + ", ".join(str(path) for path in outputs.values()))
     return 0
@@ -77,7 +78,8 @@ def add_predict(jobs) -> None:
     parser.add_argument("--tile", type=int, help="output tile side (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (4)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    parser.add_argument("--threshold", type=float, default=0.5, help="membrane above it (0.5)")
+    parser.add_argument("--threshold", type=float,
+                        help="membrane above it (default: the model's, chosen at validation)")
     parser.add_argument("--min-cell-size", type=int, default=30,
                         help="smallest cell in pixels (30)")
     parser.add_argument("--tta", action="store_true",

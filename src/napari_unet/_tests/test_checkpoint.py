@@ -86,3 +86,11 @@ def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
         save_model(path, model_file())
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["m.pt"]
+
+
+def test_threshold_comes_from_the_latest_validation():
+    model = model_file()
+    assert model.threshold == 0.5
+    model.history.append({"epoch": 2, "threshold": 0.7})
+    model.history.append({"epoch": 3})
+    assert model.threshold == 0.7

@@ -6,7 +6,7 @@ import torch
 
 from napari_unet.checkpoint import load_model
 from napari_unet.errors import InputError
-from napari_unet.train import Event, TrainingError, drain, last_path_for, train
+from napari_unet.train import THRESHOLDS, Event, TrainingError, drain, last_path_for, train
 
 
 def events(generator):
@@ -26,7 +26,9 @@ def test_progress_and_files(isbi_small, tiny_config, tmp_path):
     assert [p.step for p in steps] == [1, 2, 3, 4] and steps[-1].total_steps == 4
     assert all(math.isfinite(p.loss) and p.lr == 0.01 and p.samples_per_s > 0 for p in steps)
     assert len(validations) == 2 and validations[-1].preview.shape == (128, 128)
-    assert {"val_loss", "pixel_error", "v_rand", "v_info"} <= set(validations[0].metrics)
+    metrics = validations[0].metrics
+    assert {"val_loss", "pixel_error", "v_rand", "v_info", "threshold"} <= set(metrics)
+    assert validations[0].metrics["threshold"] in THRESHOLDS
     assert result.reason == "epochs" and len(result.history) == 2
     best, last = load_model(tmp_path / "m.pt"), load_model(last_path_for(tmp_path / "m.pt"))
     assert best.training_state == {} and last.training_state["step"] == 4
