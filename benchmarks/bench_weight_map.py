@@ -23,12 +23,15 @@ import statistics
 import time
 import tracemalloc
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
 from napari_unet.datasets import isbi2012
 from napari_unet.labels import INTERIOR
 from napari_unet.weights import weight_map
+
+cv2.setNumThreads(1)  # the weight map labels cells with OpenCV
 
 W0, SIGMA = 10.0, 5.0
 CROSS = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]

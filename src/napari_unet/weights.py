@@ -12,7 +12,9 @@ membranes that separate touching cells.
 
 How the distances are computed
 ------------------------------
-The naive method runs one Euclidean distance transform per cell. Here the two
+Cells are labelled with OpenCV's connected components (4-connectivity, the
+same partition as ``scipy.ndimage.label``). The naive method runs one
+Euclidean distance transform per cell. Here the two
 nearest distinct cells of every pixel come from a separable transform instead:
 pass 1 finds, along each row, the nearest cell and the nearest *other* cell of
 every pixel (exact, from the runs of interior pixels); pass 2 looks up and down
@@ -229,8 +231,11 @@ def _label_cells(interior: np.ndarray) -> tuple[np.ndarray, int]:
     return cells, count - 1
 
 
-_BATCH = 1 << 15
+_BATCH = 1 << 14
 """Pixels times rows below which pass 2 merges all remaining rows at once."""
+
+_COMPACT = 0.5
+"""Fraction of pixels still going below which pass 2 drops the finished ones."""
 
 
 @dataclass(frozen=True)
@@ -333,7 +338,7 @@ def _row_pass(
     """
     size = flat.size
     far = math.isqrt(keys.cap) + 1
-    index_type = np.int32 if size + far < 2**31 else np.int64
+    index_type = np.int32 if size < 2**30 else np.int64
     starts, ends, cell = _runs(flat, n_cells, far=far, index_type=index_type)
     before, after = _other_cell_runs(cell)
     # The pixels nearest to run j lie between the midpoints of its two gaps,
@@ -421,20 +426,23 @@ def _column_pass(
     for dy in range(1, depth):
         going = k2 >= ((dy * dy + 1) << keys.label_bits)
         count = np.count_nonzero(going)
-        if count < 0.75 * len(at) or count * (depth - dy) <= _BATCH:
+        if count < _COMPACT * len(at) or count * (depth - dy) <= _BATCH:
             stop, go = np.flatnonzero(~going), np.flatnonzero(going)
-            out1[todo[stop]], out2[todo[stop]] = k1[stop], k2[stop]
+            done = todo[stop]
+            out1[done], out2[done] = k1[stop], k2[stop]
             todo, at, k1, k2 = todo[go], at[go], k1[go], k2[go]
         if count * (depth - dy) <= _BATCH:
             rows = range(dy, depth)
             k1, k2 = _merge_rows(first, second, at + origin, k1, k2, rows, stride, keys)
             break
+        # The rows dy above and dy below are equally far: merge them first.
+        up, down = origin - dy * stride, origin + dy * stride
+        a1, a2 = first[up:][at], second[up:][at]
+        _merge(a1, a2, first[down:][at], second[down:][at], keys)
         shift = keys.dtype((dy * dy) << keys.label_bits)
-        for row in (origin - dy * stride, origin + dy * stride):
-            a1, a2 = first[row:][at], second[row:][at]
-            a1 += shift
-            a2 += shift
-            _merge(k1, k2, a1, a2, keys)
+        a1 += shift
+        a2 += shift
+        _merge(k1, k2, a1, a2, keys)
     out1[todo], out2[todo] = k1, k2
     return out1, out2
 
@@ -469,10 +477,15 @@ def _merge(k1: np.ndarray, k2: np.ndarray, a1: np.ndarray, a2: np.ndarray, keys:
     Both pairs are sorted by key and hold two distinct cells (or lie beyond the
     reach), so the new second is the smallest of k2, a2 and the larger of k1,
     a1, the latter only when it is of another cell than the new first.
+    ``a2`` is overwritten.
     """
-    same = ((k1 ^ a1) & ((1 << keys.label_bits) - 1)) == 0
-    loser = np.maximum(k1, a1)
-    np.maximum(loser, same * keys.dtype(keys.same_cell_flag), out=loser)
-    np.minimum(k1, a1, out=k1)
+    same = np.bitwise_xor(k1, a1)
+    np.bitwise_and(same, (1 << keys.label_bits) - 1, out=same)
     np.minimum(k2, a2, out=k2)
+    loser = np.maximum(k1, a1, out=a2)
+    np.minimum(k1, a1, out=k1)
+    # Push the loser out of the running where it is of the same cell as the winner.
+    np.equal(same, 0, out=same, casting="unsafe")
+    np.left_shift(same, keys.same_cell_flag.bit_length() - 1, out=same)
+    np.bitwise_or(loser, same, out=loser)
     np.minimum(k2, loser, out=k2)

@@ -205,6 +205,29 @@ def test_distances_are_exact_within_the_cutoff(seed):
     assert (np.sqrt(sq1[~inside]) + np.sqrt(sq2[~inside]) >= cutoff).all()
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_labels_are_the_4_connected_components(seed):
+    rng = np.random.default_rng(200 + seed)
+    interior = rng.random((37, 53)) < rng.uniform(0.3, 0.7)
+    interior[0, :] = interior[:, -1] = True  # components on the image border
+    cells, n_cells = weights._label_cells(interior)
+    expected, n_expected = ndi.label(interior)  # 4-connectivity by default
+    assert cells.shape == interior.shape
+    assert n_cells == n_expected
+    assert ((cells == 0) == ~interior).all()
+    # The same partition, numbered alike or not: one label maps to one label.
+    pairs = np.unique(np.stack([cells[interior], expected[interior]]), axis=1)
+    assert pairs.shape[1] == n_cells == len(np.unique(pairs[0])) == len(np.unique(pairs[1]))
+
+
+@pytest.mark.parametrize(("seed", "sigma"), [(0, 2.5), (1, 4.0), (2, 6.0)])
+def test_matches_naive_on_larger_random_masks(seed, sigma):
+    # Big enough for pass 2 to drop finished pixels and to merge its last rows at once.
+    rng = np.random.default_rng(300 + seed)
+    mask = ndi.binary_opening(rng.random((90, 70)) < 0.6)
+    assert_matches(weight_map(mask, sigma=sigma), naive_weight_map(mask, sigma=sigma))
+
+
 def test_merging_rows_one_by_one_or_at_once_agrees(monkeypatch):
     mask = np.random.default_rng(7).random((60, 50)) < 0.5
     results = []
