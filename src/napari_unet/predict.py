@@ -54,10 +54,13 @@ class PredictProgress:
 
 
 def tile_origins(length: int, tile: int) -> list[int]:
-    """Origins of output tiles that cover ``length`` pixels; the last one ends at the edge."""
-    if length <= tile:
-        return [0]
-    return [*range(0, length - tile, tile), length - tile]
+    """Origins of output tiles that cover ``length`` pixels: multiples of ``tile``.
+
+    The last tile may run past the edge into the mirrored border; its surplus is
+    dropped. Keeping every origin on the same grid keeps every tile's 2x2 poolings
+    in phase, so the result does not depend on the tile size.
+    """
+    return list(range(0, length, tile))
 
 
 def _dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
@@ -124,7 +127,8 @@ def predict(
     stack = unit_image[None] if unit_image.ndim == 2 else unit_image
     plan = TilePlan.for_model(model, tile)
     height, width = stack.shape[1:]
-    out_tile = min(plan.output, max(height, width))
+    step = 2 ** (model.depth - 1)  # the poolings' grid: tiles start on it
+    out_tile = max(step, plan.output // step * step)
     rows, cols = tile_origins(height, out_tile), tile_origins(width, out_tile)
     jobs = [(z, y, x) for z in range(len(stack)) for y in rows for x in cols]
     result = np.zeros(stack.shape, dtype=np.float32)

@@ -84,7 +84,17 @@ def test_tta_averages_the_eight_symmetries():
     np.testing.assert_allclose(tta, manual, atol=1e-5)
 
 
-def test_tile_origins_cover_exactly():
-    assert tile_origins(10, 4) == [0, 4, 6]
+def test_tile_origins_stay_on_the_grid():
+    assert tile_origins(10, 4) == [0, 4, 8]
     assert tile_origins(8, 4) == [0, 4]
     assert tile_origins(3, 4) == [0]
+
+
+def test_tiling_invariant_for_deep_networks():
+    # Depth 4: poolings in phase only when every tile starts on a multiple of 8.
+    torch.manual_seed(0)
+    model = UNet(depth=4, base_channels=2).eval()
+    unit = image((70, 90))
+    results = [predict_probabilities(model, unit, NORM, tile=t) for t in (8, 20, 44, 100)]
+    for result in results[1:]:
+        np.testing.assert_allclose(result, results[0], atol=1e-5)
