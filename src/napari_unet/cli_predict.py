@@ -15,21 +15,117 @@ def _outputs(args: argparse.Namespace) -> dict[str, Path]:
             raise InputError(f"{path.parent}: no such folder (for the {kind})")
         if path.exists() and not args.overwrite:
             raise InputError(f"{path} exists; use --overwrite to replace it")
-        if path.suffix.lower() not in (".tif", ".tiff"):
-            raise InputError(f"{path}: write .tif or .tiff files")
+        if path.suffix.lower() not in (".tif", ".tiff", ".zarr"):
+            raise InputError(f"{path}: write .tif, .tiff or .zarr")
+    zarr_outputs = {kind for kind, path in outputs.items() if path.suffix.lower() == ".zarr"}
+    if zarr_outputs and zarr_outputs != set(outputs):
+        raise InputError("write either all outputs as .zarr (large volumes) or none")
+    if "cells" in zarr_outputs:
+        raise InputError("--cells is written as TIFF only; cell labels of a large volume are "
+                         "not supported yet")
     return outputs
+
+
+def _is_large(args: argparse.Namespace, outputs: dict[str, Path]) -> bool:
+    """Whether to predict blockwise: zarr input or output, or a cluster."""
+    zarr_io = Path(args.images).suffix.lower() == ".zarr" or any(
+        p.suffix.lower() == ".zarr" for p in outputs.values())
+    return zarr_io or args.scheduler is not None
+
+
+def _client(scheduler: str | None):
+    """Connect to the cluster of ``--scheduler`` (None: run locally, without a cluster)."""
+    if scheduler is None:
+        return None
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError("--scheduler needs dask.distributed: pip install "
+                         "'napari-unet-em[distributed]'") from None
+    if scheduler == "local":
+        return Client(LocalCluster(threads_per_worker=1))
+    try:
+        return Client(scheduler, timeout=30)
+    except OSError as err:
+        raise InputError(f"--scheduler {scheduler}: no scheduler answers ({err})") from None
+
+
+def _drain_with_bar(job, unit: str):
+    from .cli_jobs import progress_bar
+
+    bar = None
+    try:
+        while True:
+            try:
+                progress = next(job)
+            except StopIteration as stop:
+                return stop.value
+            bar = bar or progress_bar(progress.total, unit)
+            bar.update(progress.done - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
+    """Predict a volume larger than memory, block by block, into zarr arrays."""
+    import shutil
+    import tempfile
+
+    from .checkpoint import load_model
+    from .devices import autocast_dtype, pick_device
+    from .volume import predict_volume, threshold_volume
+
+    model_file = load_model(args.model)
+    device = pick_device(args.device)
+    mask = outputs["mask"]
+    if mask.suffix.lower() != ".zarr":
+        raise InputError("large volumes (zarr input or --scheduler) are written as .zarr")
+    scratch = None
+    probabilities = outputs.get("probabilities")
+    if probabilities is None:
+        scratch = Path(tempfile.mkdtemp(prefix=".napari-unet.", dir=mask.parent))
+        probabilities = scratch / "probabilities.zarr"
+    try:
+        block = tuple(int(v) for v in args.block.split(","))
+    except ValueError:
+        raise InputError(f"--block takes three integers Z,Y,X, got {args.block!r}") from None
+    client = _client(args.scheduler)
+    try:
+        job = predict_volume(args.model, args.images, probabilities,
+                             tile=args.tile or model_file.config.train.tile,
+                             batch_size=args.batch_size, block=block, device=str(device),
+                             autocast_dtype=autocast_dtype(device), tta=args.tta,
+                             client=client, overwrite=args.overwrite)
+        _drain_with_bar(job, "block")
+        threshold = model_file.threshold if args.threshold is None else args.threshold
+        staged = Path(tempfile.mkdtemp(prefix=".napari-unet.", dir=mask.parent)) / mask.name
+        threshold_volume(probabilities, staged, threshold=threshold,
+                         convention="isbi" if args.isbi else "membrane")
+        if mask.exists():
+            shutil.rmtree(mask)  # --overwrite was checked before any work
+        staged.rename(mask)
+        shutil.rmtree(staged.parent)
+    finally:
+        if client is not None:
+            client.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print("wrote " + ", ".join(str(path) for path in outputs.values()))
+    return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
     """``napari-unet predict``: predict a stack and write its mask (and more)."""
     from .checkpoint import load_model
-    from .cli_jobs import progress_bar
     from .devices import autocast_dtype, pick_device
     from .io import read_image, write_mask, write_tiff
     from .postprocess import cell_labels, membrane_mask
     from .predict import predict
 
     outputs = _outputs(args)
+    if _is_large(args, outputs):
+        return run_large(args, outputs)
     model_file = load_model(args.model)
     image = read_image(args.images)
     if min(image.shape[-2:]) < 8:
@@ -39,17 +135,7 @@ def run_predict(args: argparse.Namespace) -> int:
     job = predict(model, model_file.normalization.unit(image), model_file.normalization,
                   tile=args.tile or model_file.config.train.tile, batch_size=args.batch_size,
                   device=device, autocast_dtype=autocast_dtype(device), tta=args.tta)
-    bar = None
-    while True:
-        try:
-            progress = next(job)
-        except StopIteration as stop:
-            probabilities = stop.value
-            break
-        bar = bar or progress_bar(progress.total, "tile")
-        bar.update(progress.done - bar.n)
-    if bar is not None:
-        bar.close()
+    probabilities = _drain_with_bar(job, "tile")
     convention = "isbi" if args.isbi else "membrane"
     threshold = model_file.threshold if args.threshold is None else args.threshold
     write_mask(outputs["mask"], membrane_mask(probabilities, threshold=threshold),
@@ -71,8 +157,9 @@ def add_predict(jobs) -> None:
         "(uint8, 255 = membrane, 0 = not membrane; --isbi: 0 = membrane, 255 = interior).",
     )
     parser.add_argument("model", help="model file from napari-unet train")
-    parser.add_argument("images", help="TIFF image, (Y, X) or (Z, Y, X)")
-    parser.add_argument("-o", "--output", required=True, metavar="MASK.tif", help="mask file")
+    parser.add_argument("images", help="TIFF image or .zarr array, (Y, X) or (Z, Y, X)")
+    parser.add_argument("-o", "--output", required=True, metavar="MASK.tif",
+                        help="mask file: .tif, or .zarr for large volumes")
     parser.add_argument("--probabilities", metavar="PROB.tif", help="also write P(membrane)")
     parser.add_argument("--cells", metavar="CELLS.tif", help="also write cell instance labels")
     parser.add_argument("--tile", type=int, help="output tile side (default: the model's)")
@@ -86,4 +173,9 @@ def add_predict(jobs) -> None:
                         help="average over the 8 flips and rotations (8x slower)")
     parser.add_argument("--isbi", action="store_true", help="write the ISBI convention")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run blocks on a dask.distributed cluster: its scheduler address, "
+                        "or 'local' for a LocalCluster on this machine")
+    parser.add_argument("--block", default="1,1024,1024", metavar="Z,Y,X",
+                        help="block (and zarr chunk) size for large volumes (1,1024,1024)")
     parser.set_defaults(run=run_predict)

@@ -13,10 +13,8 @@ Tile origins are aligned to multiples of ``2**(depth - 1)`` in volume
 coordinates. A U-Net's 2x2 poolings and up-convolutions make a tile's output
 depend on where its input starts modulo that step, so aligned tiles give every
 pixel the same result whatever the block and tile sizes (exactly, for a
-valid-padding network; to within the tile context for a same-padding one), and
-the same result as `predict` on the whole slice whenever `predict`'s own tiles
-are aligned (height and width multiples of the step and an output tile that is
-one, as for a depth-3 network).
+valid-padding network; to within the tile context for a same-padding one): the
+same result as `predict`, which aligns its tiles the same way, on the whole slice.
 
 The output is built in a hidden folder next to ``output_path`` and renamed into
 place when every block is written: a failed or interrupted run leaves any
@@ -517,6 +515,34 @@ def _publish(staging: Path, output: Path) -> None:
     elif output.exists() or output.is_symlink():
         output.unlink()
     os.replace(staging, output)
+
+
+def threshold_volume(probabilities: str | os.PathLike, output: str | os.PathLike, *,
+                     threshold: float, convention: str = "membrane") -> Path:
+    """Write the exported mask (uint8) of a probability zarr array, block by block.
+
+    Parameters
+    ----------
+    probabilities : str or PathLike
+        A zarr array of P(membrane), e.g. from `predict_volume`.
+    output : str or PathLike
+        The zarr folder to write, with the same chunks; it must not exist.
+    threshold : float
+        Membrane above it.
+    convention : {'membrane', 'isbi'}
+        'membrane': 255 = membrane, 0 = not; 'isbi': 0 = membrane, 255 = interior.
+
+    Returns
+    -------
+    path : Path
+    """
+    probs = da.from_zarr(str(probabilities))
+    membrane, other = (255, 0) if convention == "membrane" else (0, 255)
+    mask = da.where(probs > threshold, np.uint8(membrane), np.uint8(other)).astype(np.uint8)
+    da.to_zarr(mask, str(output))
+    zarr.open_array(str(output), mode="r+").attrs.update(
+        {"napari_unet_mask": convention, "threshold": float(threshold)})
+    return Path(output)
 
 
 def _run_local(stack: da.Array, task: BlockTask, blocks: list[Block]) -> Iterator[int]:

@@ -61,7 +61,7 @@ def test_isbi_convention(model_path, stack, tmp_path, capsys):
         ("folder", "no such folder"),
         ("model", "not a napari-unet model file"),
         ("rgb", "looks like RGB"),
-        ("suffix", "write .tif or .tiff files"),
+        ("suffix", "write .tif, .tiff or .zarr"),
     ],
 )
 def test_mistakes_exit_2_and_write_nothing(model_path, stack, tmp_path, capsys, case, message):
@@ -85,3 +85,41 @@ def test_mistakes_exit_2_and_write_nothing(model_path, stack, tmp_path, capsys, 
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     if case == "exists":
         assert output.read_bytes() == b"precious"
+
+
+def test_large_volume_to_zarr_equals_tiff(model_path, stack, tmp_path, capsys):
+    import zarr
+
+    assert run(["predict", model_path, stack, "-o", tmp_path / "m.tif", "--probabilities",
+                tmp_path / "p.tif", "--device", "cpu"], capsys)[0] == 0
+    code, _, err = run(["predict", model_path, stack, "-o", tmp_path / "m.zarr",
+                        "--probabilities", tmp_path / "p.zarr", "--block", "1,32,32",
+                        "--device", "cpu"], capsys)
+    assert code == 0, err
+    np.testing.assert_allclose(zarr.open_array(tmp_path / "p.zarr")[:],
+                               tifffile.imread(tmp_path / "p.tif"), atol=1e-5)
+    mask = zarr.open_array(tmp_path / "m.zarr")
+    assert mask.dtype == np.uint8 and mask.chunks == (1, 32, 32)
+    np.testing.assert_array_equal(mask[:], tifffile.imread(tmp_path / "m.tif"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_blocks_run_on_a_dask_cluster(model_path, stack, tmp_path, capsys):
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        code, _, err = run(["predict", model_path, stack, "-o", tmp_path / "m.zarr",
+                            "--scheduler", cluster.scheduler_address, "--block", "1,32,32",
+                            "--device", "cpu"], capsys)
+        assert code == 0, err
+        prefixes = client.run_on_scheduler(
+            lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+    assert "predict_block" in prefixes, prefixes
+    assert (tmp_path / "m.zarr").is_dir()
+
+
+def test_mixed_outputs_refused(model_path, stack, tmp_path, capsys):
+    code, _, err = run(["predict", model_path, stack, "-o", tmp_path / "m.zarr",
+                        "--probabilities", tmp_path / "p.tif"], capsys)
+    assert code == 2 and "either all outputs as .zarr" in err
