@@ -1,5 +1,7 @@
 """The napari layer: dock widgets that drive the core. Qt and napari live only here."""
 
+from .augment_preview import AugmentPreview
 from .data import DataWidget
+from .weights_preview import WeightsPreview
 
-__all__ = ["DataWidget"]
+__all__ = ["AugmentPreview", "DataWidget", "WeightsPreview"]

@@ -6,7 +6,7 @@ import napari
 from qtpy.QtWidgets import QApplication
 
 PLUGIN = "napari-unet-em"
-WIDGETS = ("Data",)
+WIDGETS = ("Data", "Weight map preview", "Augmentation preview")
 
 
 def build_demo_viewer(*, show: bool = True) -> napari.Viewer:
