@@ -1,6 +1,7 @@
 """Choosing where the network runs, its precision and its CPU threads."""
 
 import os
+from contextlib import contextmanager
 
 import torch
 
@@ -56,6 +57,18 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
+
+
+@contextmanager
+def leave_a_core(device: torch.device):
+    """Within the block, CPU work uses all cores but one (the GUI's); restored after."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def cpu_threads() -> int:

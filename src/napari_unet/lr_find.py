@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .config import Config
+from .devices import leave_a_core
 from .train import build_setup, make_loader, make_optimizer, update
 
 
@@ -50,14 +51,23 @@ class LRResult:
     diverged: bool
 
 
+WARMUP = 0.1
+"""Fraction of the sweep's first points left out of the suggestion: the moving average
+is still settling there and its slope is noise."""
+
+
 def suggest_lr(lrs, smoothed) -> float | None:
-    """Return the rate of steepest descent of the smoothed loss before its minimum."""
+    """Return the rate of steepest descent of the smoothed loss before its minimum.
+
+    The first `WARMUP` of the points are skipped.
+    """
     lrs, smoothed = np.asarray(lrs, float), np.asarray(smoothed, float)
+    skip = int(WARMUP * len(lrs))
     stop = int(np.argmin(smoothed))
-    if stop < 2:
+    if stop - skip < 2:
         return None
-    slopes = np.gradient(smoothed[: stop + 1], np.log(lrs[: stop + 1]))
-    return float(lrs[int(np.argmin(slopes))])
+    slopes = np.gradient(smoothed[skip: stop + 1], np.log(lrs[skip: stop + 1]))
+    return float(lrs[skip + int(np.argmin(slopes))])
 
 
 def lr_find(
@@ -104,8 +114,13 @@ def lr_find(
     optimizer, _ = make_optimizer(setup.model, config, steps)
     factor = (end / start) ** (1 / max(1, steps - 1))
     batches = iter(make_loader(setup, 0, torch.Generator().manual_seed(t.seed)))
-    lrs, losses, smoothed, average, best = [], [], [], 0.0, np.inf
     setup.model.train()
+    with leave_a_core(setup.device):
+        return (yield from _sweep(setup, optimizer, batches, start, factor, steps, beta, diverge))
+
+
+def _sweep(setup, optimizer, batches, start, factor, steps, beta, diverge):
+    lrs, losses, smoothed, average, best = [], [], [], 0.0, np.inf
     for step in range(steps):
         lr = start * factor**step
         for group in optimizer.param_groups:

@@ -31,7 +31,7 @@ from .data import (
     prepare,
     split_slices,
 )
-from .devices import autocast_dtype, cpu_threads, default_workers, pick_device
+from .devices import autocast_dtype, default_workers, leave_a_core, pick_device
 from .errors import InputError
 from .jobs import drain
 from .loss import weighted_cross_entropy
@@ -416,16 +416,12 @@ def train(
     run = _Run(setup, Path(output) if output else None, _State())
     if resumed:
         run.restore(resumed.training_state)
-    threads = torch.get_num_threads()
-    if setup.device.type == "cpu":
-        torch.set_num_threads(cpu_threads())
-    try:
-        reason = yield from _loop(run)
-    except (GeneratorExit, KeyboardInterrupt):
-        run.save_last()
-        raise
-    finally:
-        torch.set_num_threads(threads)
+    with leave_a_core(setup.device):
+        try:
+            reason = yield from _loop(run)
+        except (GeneratorExit, KeyboardInterrupt):
+            run.save_last()
+            raise
     run.save_last()
     last = run.model_file(with_state=True)
     return TrainResult(run.best, last, run.output, last_path_for(run.output) if run.output

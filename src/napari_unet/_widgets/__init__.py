@@ -2,6 +2,7 @@
 
 from .augment_preview import AugmentPreview
 from .data import DataWidget
+from .training import TrainingWidget
 from .weights_preview import WeightsPreview
 
-__all__ = ["AugmentPreview", "DataWidget", "WeightsPreview"]
+__all__ = ["AugmentPreview", "DataWidget", "TrainingWidget", "WeightsPreview"]

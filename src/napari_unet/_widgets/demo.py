@@ -6,15 +6,18 @@ import napari
 from qtpy.QtWidgets import QApplication
 
 PLUGIN = "napari-unet-em"
-WIDGETS = ("Data", "Weight map preview", "Augmentation preview")
+WIDGETS = ("Data", "Training", "Weight map preview", "Augmentation preview")
+TABBED = ("Weight map preview", "Augmentation preview")  # tabs beside Training
 
 
 def build_demo_viewer(*, show: bool = True) -> napari.Viewer:
     """Return a viewer holding the ISBI 2012 sample with the plugin's widgets docked."""
     viewer = napari.Viewer(title="napari-unet", show=show)
     viewer.open_sample(PLUGIN, "isbi2012")
-    for name in WIDGETS:
-        viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    docks = {name: viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=name in TABBED)[0]
+             for name in WIDGETS}
+    QApplication.processEvents()
+    docks["Training"].raise_()
     return viewer
 
 

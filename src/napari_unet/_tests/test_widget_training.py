@@ -1,0 +1,182 @@
+"""The Training widget in a real viewer, with a tiny network on 128x128 crops."""
+
+import time
+
+import numpy as np
+import pytest
+
+from napari_unet._widgets.plot import log_ticks, nice_ticks, tick_label
+from napari_unet._widgets.training import TrainingWidget
+from napari_unet._widgets.training_form import PREVIEW, config_from_form, parse_slices
+from napari_unet.config import Config
+from napari_unet.errors import InputError
+from napari_unet.train import last_path_for
+
+TINY = {"depth": 3, "base_channels": 4, "tile": 64, "batch_size": 2, "epochs": 2,
+        "val_slices": "3", "device": "cpu", "lr": "0.01"}
+
+
+@pytest.fixture
+def widget(make_napari_viewer, isbi_small, tmp_path, qtbot):
+    viewer = make_napari_viewer()
+    image, labels = isbi_small
+    viewer.add_image(image, name="em")
+    viewer.add_labels(labels, name="labels")
+    widget = TrainingWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Training")
+    for name, value in TINY.items():
+        getattr(widget.form, name).value = value
+    widget.form.output.value = tmp_path / "model.pt"
+    yield widget
+    worker = widget._worker
+    if worker is not None:  # a test left it running, or closed the viewer under it
+        worker.quit()
+        qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+
+
+def wait_until_done(qtbot, widget, timeout=30_000):
+    qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
+
+
+def test_training_runs_plots_previews_and_saves(widget, qtbot, tmp_path):
+    widget.start()
+    assert widget.running and not widget.start_button.isEnabled()
+    wait_until_done(qtbot, widget)
+    assert widget.status.text().startswith("finished (epochs)"), widget.status.text()
+    assert widget.progress.value() == widget.progress.maximum() > 0
+    xs, ys = (widget.loss_plot.series["train loss"].xs, widget.loss_plot.series["train loss"].ys)
+    assert len(xs) == widget.progress.maximum() and np.all(np.isfinite(ys))
+    assert len(widget.loss_plot.series["val loss"].xs) == 2
+    v_rand = widget.loss_plot.series["V_rand"].ys
+    assert len(v_rand) == 2 and all(0 <= v <= 1 for v in v_rand)
+    preview = widget._viewer.layers[PREVIEW]
+    assert preview.data.shape == (1, 128, 128)
+    assert tuple(preview.translate) == (3, 0, 0)  # on validation slice 3
+    assert 0 <= preview.data.min() and preview.data.max() <= 1
+    assert (tmp_path / "model.pt").is_file() and last_path_for(tmp_path / "model.pt").is_file()
+    assert widget.start_button.isEnabled() and not widget.stop_button.isEnabled()
+    # The preview layer is not offered as training data.
+    assert preview not in widget.form.image_layer.choices
+
+
+def test_stop_ends_within_a_second_and_saves_the_last_model(widget, qtbot, tmp_path):
+    widget.form.epochs.value = 500
+    widget.start()
+    qtbot.waitUntil(lambda: widget.progress.value() >= 3, timeout=20_000)
+    tic = time.monotonic()
+    widget.stop()
+    assert "stopping" in widget.status.text()
+    wait_until_done(qtbot, widget, timeout=5_000)
+    assert time.monotonic() - tic < 1.0
+    assert widget.status.text().startswith("stopped: the last model is in")
+    assert last_path_for(tmp_path / "model.pt").is_file()
+    assert widget.progress.value() < widget.progress.maximum()
+
+
+def test_starting_twice_is_refused(widget, qtbot):
+    widget.form.epochs.value = 500
+    widget.start()
+    first = widget._worker
+    widget.start()
+    assert widget._worker is first
+    assert "already running" in widget.status.text()
+    widget.find_lr()
+    assert widget._worker is first
+
+
+def test_existing_output_needs_overwrite(widget, qtbot, tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"precious")
+    widget.start()
+    assert not widget.running
+    assert "exists: tick 'overwrite'" in widget.status.text()
+    assert (tmp_path / "model.pt").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("close", ["widget", "viewer"])
+def test_closing_stops_training_and_saves(widget, qtbot, tmp_path, close):
+    widget.form.epochs.value = 500
+    widget.start()
+    worker = widget._worker
+    qtbot.waitUntil(lambda: widget.progress.value() >= 2, timeout=20_000)
+    if close == "widget":
+        widget._viewer.window.remove_dock_widget(widget)
+    else:
+        widget._viewer.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=5_000)
+    assert last_path_for(tmp_path / "model.pt").is_file()
+
+
+def test_training_error_is_reported_and_ends_the_run(widget, qtbot, tmp_path):
+    widget.form.lr.value = "1e9"
+    widget.start()
+    wait_until_done(qtbot, widget)
+    assert widget.status.text().startswith("error: loss became"), widget.status.text()
+    assert widget.start_button.isEnabled()
+
+
+def test_lr_finder_plots_and_suggests(widget, qtbot):
+    widget.lr_steps = 40
+    widget.find_lr()
+    wait_until_done(qtbot, widget)
+    lrs = widget.lr_plot.series["smoothed"].xs
+    assert len(lrs) >= 10 and lrs == sorted(lrs)
+    assert widget.suggestion is not None and lrs[0] <= widget.suggestion <= lrs[-1]
+    assert widget.lr_plot.marker[0] == widget.suggestion
+    assert widget.use_lr_button.isEnabled()
+    widget.use_lr_button.click()
+    assert float(widget.form.lr.value) == pytest.approx(widget.suggestion, rel=1e-2)
+
+
+def test_bad_input_starts_nothing(widget):
+    viewer, form = widget._viewer, widget.form
+    labels = form.labels_layer.value
+    viewer.add_labels(np.ones((5, 5), np.uint8), name="small")
+    viewer.add_labels(np.zeros_like(labels.data), name="empty")
+    cases = [
+        (form.labels_layer, None, "choose a labels layer"),
+        (form.labels_layer, viewer.layers["small"], "labels shape (5, 5) differs"),
+        (form.labels_layer, viewer.layers["empty"], "the labels hold no annotation"),
+        (form.lr, "fast", "learning rate: not a number"),
+        (form.val_slices, "9", "validation slices [9] are outside"),
+    ]
+    for field, value, message in cases:
+        good, field.value = field.value, value
+        widget.start()
+        assert not widget.running, message
+        assert message in widget.status.text()
+        field.value = good
+    assert PREVIEW not in viewer.layers
+
+
+def test_config_from_form():
+    values = {"depth": 3, "base_channels": 4, "padding": "same", "tile": 64, "batch_size": 2,
+              "optimizer": "adam", "lr": "1e-3", "epochs": 7, "minutes": 0,
+              "val_slices": "5, 15,25", "device": "cpu"}
+    expected = Config().replace(
+        model={"depth": 3, "base_channels": 4, "padding": "same"},
+        train={"tile": 64, "batch_size": 2, "optimizer": "adam", "lr": 0.001, "epochs": 7,
+               "minutes": None, "val_slices": (5, 15, 25), "device": "cpu"})
+    assert config_from_form(values) == expected
+    base = Config().replace(weights={"w0": 5.0})
+    assert config_from_form({"minutes": 2.5, "val_slices": ""}, base=base) == base.replace(
+        train={"minutes": 2.5, "val_slices": None})
+    assert parse_slices(" ") is None
+    with pytest.raises(InputError, match="validation slices"):
+        parse_slices("1,a")
+    with pytest.raises(InputError, match="tile must be at least 1"):
+        config_from_form({"tile": 0})
+
+
+def test_form_defaults_are_the_papers(make_napari_viewer):
+    widget = TrainingWidget(make_napari_viewer())
+    config = widget.form.config()
+    assert config == Config()
+    assert widget.form.device.choices[0] == "auto"
+    assert str(widget.form.output.value).endswith("model.pt")
+
+
+def test_plot_ticks():
+    assert nice_ticks(0, 1) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert nice_ticks(3, 1234, count=4) == [500, 1000]
+    assert log_ticks(1e-6, 10) == pytest.approx([10.0**e for e in range(-6, 2)])
+    assert tick_label(1e-4, log=True) == "1e-4" and tick_label(0.25) == "0.25"

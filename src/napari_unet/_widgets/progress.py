@@ -1,0 +1,44 @@
+"""Progress in words and a smoothed loss, for the Training widget."""
+
+from ..train import Progress
+
+
+class Smoother:
+    """Exponential moving average with bias correction (as the LR finder smooths its loss).
+
+    Parameters
+    ----------
+    beta : float
+        Weight of the past.
+    """
+
+    def __init__(self, beta: float = 0.9):
+        self.beta, self.average, self.count = beta, 0.0, 0
+
+    def add(self, value: float) -> float:
+        """Take one value; return the smoothed value so far."""
+        self.average = self.beta * self.average + (1 - self.beta) * value
+        self.count += 1
+        return self.average / (1 - self.beta**self.count)
+
+
+def format_duration(seconds: float | None) -> str:
+    """Format seconds as ``h:mm:ss`` (``?`` when unknown)."""
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
+def describe_step(p: Progress) -> str:
+    """Describe a training step in one line: epoch, step, speed and time left."""
+    return (f"epoch {min(p.epoch + 1, p.epochs)}/{p.epochs} · step {p.step}/{p.total_steps} · "
+            f"{p.samples_per_s:.1f} tiles/s · {format_duration(p.eta_s)} left")
+
+
+def describe_validation(metrics: dict) -> str:
+    """Describe a validation record in one line: its loss and V_rand."""
+    names = {"val_loss": "val loss", "v_rand": "V_rand", "train_loss": "train loss"}
+    shown = [f"{name} {metrics[key]:.3f}" for key, name in names.items()
+             if metrics.get(key) is not None]
+    return f"epoch {metrics['epoch']}: " + ", ".join(shown[:2])

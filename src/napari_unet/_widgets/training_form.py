@@ -1,0 +1,263 @@
+"""The Training widget's form: layers, settings that matter, model files; builds a `Config`.
+
+`config_from_form`, `parse_slices` and `first_validation_slice` are pure (no Qt) and
+could live in the core.
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
+from qtpy.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QWidget
+
+from ..config import Config, ModelConfig
+from ..data import split_slices
+from ..devices import available_devices, pick_device
+from ..errors import InputError
+from ..labels import to_annotation
+from ..train import last_path_for
+from ..validate import check_pair
+
+DEFAULT_OUTPUT = Path.home() / "napari-unet" / "model.pt"
+PREVIEW = "validation prediction"
+"""Name of the layer that shows the live prediction (and marks it in layer metadata)."""
+START_CHOICES = [
+    ("scratch", "scratch"),
+    ("a model's weights (fine-tune)", "init"),
+    ("resume the output's last model", "resume"),
+]
+MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
+
+
+def parse_slices(text: str) -> tuple[int, ...] | None:
+    """Parse ``'5, 15, 25'`` into ``(5, 15, 25)``; empty text means 'choose for me' (None)."""
+    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    if not parts:
+        return None
+    try:
+        return tuple(int(part) for part in parts)
+    except ValueError:
+        raise InputError(f"validation slices: comma-separated slice numbers such as 5,15,25, "
+                         f"got {text!r}") from None
+
+
+def parse_number(text: str, what: str) -> float:
+    """Parse a number typed by the user (``'0.01'``, ``'1e-3'``), naming the field on error."""
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"{what}: not a number: {text!r}") from None
+
+
+def config_from_form(values: Mapping[str, Any], *, base: Config | None = None) -> Config:
+    """Build the frozen `Config` of a run from form values.
+
+    Parameters
+    ----------
+    values : mapping
+        Fields of `ModelConfig` and `TrainConfig` by name. ``lr`` may be text;
+        ``val_slices`` may be text (``'5,15,25'``, empty: automatic); ``minutes``
+        0 means no time limit.
+    base : Config, optional
+        Settings the form does not show (weights, augmentation, ...); defaults to
+        the paper's.
+
+    Returns
+    -------
+    config : Config
+
+    Raises
+    ------
+    InputError
+        Naming the field that is wrong.
+    """
+    values = dict(values)
+    if isinstance(values.get("lr"), str):
+        values["lr"] = parse_number(values["lr"], "learning rate")
+    if isinstance(values.get("val_slices"), str):
+        values["val_slices"] = parse_slices(values["val_slices"])
+    if values.get("minutes") == 0:
+        values["minutes"] = None
+    model = {name: values.pop(name) for name in MODEL_FIELDS & set(values)}
+    return (base or Config()).replace(model=model, train=values)
+
+
+def first_validation_slice(labels: np.ndarray, val_slices: tuple[int, ...] | None) -> int | None:
+    """Return the slice whose prediction `napari_unet.train.train` previews (None: no validation).
+
+    Raises
+    ------
+    InputError
+        When the labels hold no annotation or a validation slice is outside the stack.
+    """
+    annotation = to_annotation(labels)
+    _, val = split_slices(annotation[None] if annotation.ndim == 2 else annotation, val_slices)
+    return val[0] if val else None
+
+
+def device_choices() -> list[tuple[str, str]]:
+    """Return (label, config value) pairs: 'auto' (naming what it picks) and each device kind."""
+    choices = [(f"auto ({pick_device('auto')})", "auto")]
+    for name in available_devices():
+        kind = name.split(":")[0]
+        if kind not in [value for _, value in choices]:
+            choices.append((name if kind == name else f"{kind} ({name})", kind))
+    return choices
+
+
+def _layers(viewer, *kinds):
+    def choices(_widget):
+        return [layer for layer in viewer.layers
+                if isinstance(layer, kinds) and layer.metadata.get("napari-unet") != PREVIEW]
+    return choices
+
+
+def _data(layer) -> np.ndarray:
+    """Copy a layer's data (level 0 of a multiscale image); call on the main thread."""
+    return np.array(layer.data[0] if getattr(layer, "multiscale", False) else layer.data)
+
+
+ROWS = [
+    ("image_layer",), ("labels_layer",), ("depth", "base_channels"), ("padding", "tile"),
+    ("optimizer", "batch_size"), ("lr", None), ("epochs", "minutes"), ("val_slices",), ("device",),
+    ("start_from",), ("init",), ("output",), ("overwrite",),
+]
+"""The form's layout: one or two fields a row (None: room for buttons, see `attach`)."""
+
+
+class TrainingForm:
+    """The settings of a training run, with the defaults of `Config`.
+
+    The fields are magicgui widgets (``form.depth.value``); ``form.native`` is the
+    QWidget that lays them out, two short ones a row.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        Whose layers the image and labels pickers list.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        self._make_fields(viewer)
+        self.native = QWidget()
+        self._grid = QGridLayout(self.native)
+        self._grid.setContentsMargins(0, 0, 0, 0)
+        self._labels, self._rows = {}, {}
+        for row, names in enumerate(ROWS):
+            for column, name in enumerate(names):
+                if name is not None:
+                    self._rows[name] = row
+                    self._place(row, 2 * column, name, span=3 if len(names) == 1 else 1)
+        self._grid.setColumnStretch(1, 1)
+        self._grid.setColumnStretch(3, 1)
+        self.start_from.changed.connect(lambda value: self._show("init", value == "init"))
+        self._show("init", False)
+        self.reset_choices()
+        labels = [ly for ly in self.labels_layer.choices if isinstance(ly, napari.layers.Labels)]
+        if labels:
+            self.labels_layer.value = labels[0]
+
+    def _make_fields(self, viewer) -> None:
+        t, m = Config().train, Config().model
+        self.image_layer = ComboBox(label="image", choices=_layers(viewer, napari.layers.Image))
+        self.labels_layer = ComboBox(
+            label="labels", nullable=True,
+            choices=_layers(viewer, napari.layers.Labels, napari.layers.Image))
+        self.depth = SpinBox(label="depth", value=m.depth, min=1, max=8,
+                             tooltip="resolution levels of the U-Net (5 in the paper)")
+        self.base_channels = SpinBox(label="width", value=m.base_channels, min=1, max=512,
+                                     tooltip="channels of the first level (64 in the paper)")
+        self.padding = ComboBox(label="padding", choices=["valid", "same"], value=m.padding,
+                                tooltip="valid: unpadded convolutions, as in the paper")
+        self.tile = SpinBox(label="tile", value=t.tile, min=8, max=4096,
+                            tooltip="side of the output tile in pixels (388 in the paper)")
+        self.batch_size = SpinBox(label="batch", value=t.batch_size, min=1, max=256,
+                                  tooltip="tiles per step (1 in the paper)")
+        self.optimizer = ComboBox(label="optimizer", choices=["sgd", "adam"], value=t.optimizer,
+                                  tooltip="sgd: momentum 0.99, as in the paper")
+        self.lr = LineEdit(label="learning rate", value=f"{t.lr:g}",
+                           tooltip="try 'Find learning rate' below")
+        self.epochs = SpinBox(label="epochs", value=t.epochs, min=1, max=100_000)
+        self.minutes = FloatSpinBox(label="minutes", value=0, min=0, max=100_000,
+                                    tooltip="time budget (∞: none); stops cleanly and saves")
+        self.minutes.native.setSpecialValueText("∞")
+        self.val_slices = LineEdit(label="validation", value="",
+                                   tooltip="slices kept for validation, never trained on")
+        self.val_slices.native.setPlaceholderText("slices, e.g. 5,15,25 (empty: automatic)")
+        self.device = ComboBox(label="device", choices=device_choices(), value="auto")
+        self.start_from = ComboBox(label="start from", choices=START_CHOICES, value="scratch")
+        self.init = FileEdit(label="initial model", mode="r", filter="*.pt", nullable=True)
+        self.output = FileEdit(label="save model to", mode="w", filter="*.pt",
+                               value=DEFAULT_OUTPUT,
+                               tooltip="the best model; the last one goes next to it (.last.pt)")
+        self.overwrite = CheckBox(label="overwrite an existing model file", value=False)
+
+    def _place(self, row, column, name, span) -> None:
+        widget = getattr(self, name)
+        if not isinstance(widget, CheckBox):
+            self._labels[name] = QLabel(widget.label)
+            self._labels[name].setToolTip(widget.tooltip or "")
+            self._grid.addWidget(self._labels[name], row, column)
+        self._grid.addWidget(widget.native, row, column + 1, 1, span)
+
+    def attach(self, name: str, *widgets: QWidget) -> None:
+        """Put Qt widgets (buttons) in the free half of a field's row."""
+        box = QWidget()
+        layout = QHBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for widget in widgets:
+            layout.addWidget(widget)
+        self._grid.addWidget(box, self._rows[name], 2, 1, 2)
+
+    def _show(self, name, visible) -> None:
+        getattr(self, name).native.setVisible(visible)
+        self._labels[name].setVisible(visible)
+
+    def reset_choices(self, *_) -> None:
+        """Refresh the layer lists (when layers are added, removed or renamed)."""
+        self.image_layer.reset_choices()
+        self.labels_layer.reset_choices()
+
+    def settings(self) -> dict[str, Any]:
+        """Return the form's config fields by name (as typed: ``lr`` and slices are text)."""
+        names = ("depth", "base_channels", "padding", "tile", "batch_size", "optimizer", "lr",
+                 "epochs", "minutes", "val_slices", "device")
+        return {name: getattr(self, name).value for name in names}
+
+    def config(self, base: Config | None = None) -> Config:
+        """Return the run's `Config` (see `config_from_form`)."""
+        return config_from_form(self.settings(), base=base)
+
+    def read_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copy the chosen image and labels and check that they can train together."""
+        if self.image_layer.value is None:
+            raise InputError("choose an image layer (File > Open, or File > Open Sample)")
+        if self.labels_layer.value is None:
+            raise InputError("choose a labels layer: training needs annotation "
+                             "(1 = membrane, 2 = interior)")
+        image, labels = _data(self.image_layer.value), _data(self.labels_layer.value)
+        check_pair(image, labels)
+        return image, labels
+
+    def read_paths(self) -> tuple[Path, Path | None, Path | None]:
+        """Return (output, init, resume) model paths, refusing to overwrite silently."""
+        output = Path(self.output.value).expanduser()
+        if output.is_dir():
+            raise InputError(f"save model to: {output} is a folder; name a file (model.pt)")
+        start = self.start_from.value
+        if start == "resume":
+            resume = last_path_for(output)
+            if not resume.is_file():
+                raise InputError(f"nothing to resume: {resume} does not exist")
+            return output, None, resume
+        if output.exists() and not self.overwrite.value:
+            raise InputError(f"{output} exists: tick 'overwrite', choose another file, or "
+                             "resume it")
+        init = self.init.value if start == "init" else None
+        if start == "init" and (init is None or not Path(init).is_file()):
+            raise InputError(f"initial model: choose an existing model file (got {init})")
+        return output, init, None
