@@ -9,7 +9,6 @@ then rename).
 import dataclasses
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from .config import Config
 from .data import Normalization
 from .errors import InputError
+from .io import atomic_write
 from .model import UNet
 
 FORMAT = "napari-unet-model"
@@ -94,15 +94,7 @@ def save_model(path: str | os.PathLike, model_file: ModelFile) -> Path:
         "history": model_file.history,
         "training_state": model_file.training_state,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"could not write {path}: {err.strerror or err}") from None
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> ModelFile:

@@ -137,10 +137,35 @@ def write_tiff(
         raise InputError(f"{path.parent}: no such folder")
     axes = "ZYX"[-data.ndim:] if data.ndim <= 3 else None
     meta = {"axes": axes, **(metadata or {})}
+    return atomic_write(path, lambda tmp: tifffile.imwrite(
+        tmp, data, metadata=meta, compression="zlib", photometric="minisblack"))
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    The file gets the permissions of any new file (the umask's), not the private
+    ones of a temporary file. If writing fails (a full disk, say) the temporary
+    file is removed and ``path`` keeps its old content.
+
+    Parameters
+    ----------
+    path : Path
+        Target file; its folder must exist.
+    write : callable
+        Writes the content to the path it is given.
+
+    Returns
+    -------
+    path : Path
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        tifffile.imwrite(tmp, data, metadata=meta, compression="zlib", photometric="minisblack")
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)

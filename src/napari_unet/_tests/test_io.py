@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -84,3 +85,12 @@ def test_three_and_four_slice_stacks_stay_stacks(tmp_path):
         with tifffile.TiffFile(path) as tif:
             assert len(tif.pages) == depth
         np.testing.assert_array_equal(read_image(path), stack)
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = write_mask(tmp_path / "mask.tif", ANNOTATION)
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
