@@ -107,3 +107,37 @@ def test_worker_processes_give_the_same_samples(isbi_small, tiny_config):
     spawned = drain(train(image, labels, config.replace(train={"num_workers": 1})))
     for key, value in inline.last.state_dict.items():
         assert torch.equal(spawned.last.state_dict[key], value), key
+
+
+def test_gradient_accumulation_counts_updates(isbi_small, tiny_config):
+    image, labels = isbi_small
+    config = tiny_config.replace(train={"epochs": 1, "samples_per_epoch": 8, "batch_size": 1,
+                                        "accumulate": 4})
+    progress, result = events(train(image, labels, config))
+    steps = [p for p in progress if p.event is Event.STEP]
+    assert [p.step for p in steps] == [1, 2] and steps[-1].total_steps == 2
+    assert result.last.training_state["position"] == 0  # the epoch ended after 8 tiles
+    assert result.last.training_state["epoch"] == 1
+
+
+def test_out_of_gpu_memory_says_what_to_shrink(isbi_small, tiny_config, monkeypatch):
+    import napari_unet.train as train_module
+
+    def out_of_memory(setup, batch):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(train_module, "loss_of_batch", out_of_memory)
+    image, labels = isbi_small
+    with pytest.raises(TrainingError, match=r"out of GPU memory at tile \d+ px, batch 2: try a "
+                                            r"smaller --tile or --batch-size"):
+        drain(train(image, labels, tiny_config))
+
+
+def test_plateau_schedule_lowers_the_rate(isbi_small, tiny_config):
+    image, labels = isbi_small
+    # A rate of 1e-7 without momentum barely moves the loss (no 1e-4 relative gain),
+    # and its cut by 10 is above the scheduler's eps of 1e-8.
+    config = tiny_config.replace(train={"epochs": 6, "lr": 1e-7, "momentum": 0.0,
+                                        "schedule": "plateau", "monitor": "val_loss"})
+    result = drain(train(image, labels, config))
+    assert result.history[-1]["lr"] < result.history[0]["lr"]
