@@ -81,6 +81,8 @@ class Progress:
         val_loss, pixel_error, v_rand, v_info, lr, seconds.
     preview : (Y, X) float32 ndarray or None
         P(membrane) on the first validation slice (VALIDATION only).
+    preview_slice : int or None
+        Index of that slice in the stack.
     """
 
     event: Event
@@ -94,6 +96,7 @@ class Progress:
     eta_s: float | None
     metrics: dict | None = None
     preview: np.ndarray | None = field(default=None, repr=False, compare=False)
+    preview_slice: int | None = None
 
 
 @dataclass(frozen=True)
@@ -472,7 +475,8 @@ def _loop(run: _Run) -> Generator[Progress, None, str]:
         stop = run.record_validation(record)
         yield Progress(Event.VALIDATION, st.epoch, t.epochs, st.step, run.total_steps,
                        train_loss, record["lr"], rate, _eta(run, start_time, start_step),
-                       metrics=record, preview=preview)
+                       metrics=record, preview=preview,
+                       preview_slice=setup.val_slices[0] if setup.val_slices else None)
         if stop:
             return "early stopping"
     return "epochs"

@@ -26,6 +26,7 @@ def test_progress_and_files(isbi_small, tiny_config, tmp_path):
     assert [p.step for p in steps] == [1, 2, 3, 4] and steps[-1].total_steps == 4
     assert all(math.isfinite(p.loss) and p.lr == 0.01 and p.samples_per_s > 0 for p in steps)
     assert len(validations) == 2 and validations[-1].preview.shape == (128, 128)
+    assert validations[-1].preview_slice == 3
     metrics = validations[0].metrics
     assert {"val_loss", "pixel_error", "v_rand", "v_info", "threshold"} <= set(metrics)
     assert validations[0].metrics["threshold"] in THRESHOLDS

@@ -250,6 +250,7 @@ class TrainingWidget(QWidget):
         self.loss_plot.append("V_rand", p.step, p.metrics.get("v_rand"))
         self.status.setText(describe_validation(p.metrics))
         if p.preview is not None:
+            self._job.preview_slice = p.preview_slice
             self._show_preview(p.preview)
 
     def _on_trained(self, result: TrainResult) -> None:
