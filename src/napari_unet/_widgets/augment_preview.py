@@ -26,9 +26,9 @@ from ..data import Normalization
 from ..labels import LABEL_COLORS
 from ..weights import WeightConfig
 from .weights_preview import (
+    FollowsLabels,
     SliceState,
     default_labels,
-    edit_events,
     fingerprint,
     layer_pickers,
     problem,
@@ -141,7 +141,7 @@ def mosaic_gap(shape: tuple[int, int]) -> int:
 # The widget.
 
 
-class AugmentPreview(Container):
+class AugmentPreview(FollowsLabels, Container):
     """Show augmented samples of the current slice beside the data, with a Re-roll button.
 
     Parameters
@@ -221,20 +221,10 @@ class AugmentPreview(Container):
         if not self._closed:
             self._timer.start()
 
-    def _watch(self, layer):
-        """Follow edits of the chosen labels layer (painting, new data)."""
-        for emitter in edit_events(self._watched):
-            emitter.disconnect(self._schedule)
-        self._watched = layer
-        for emitter in edit_events(layer):
-            emitter.connect(self._schedule)
-
     def _release(self, *_):
         """Stop the worker and stop listening to napari once the widget is gone."""
         self._closed = True
-        self._timer.stop()
-        self._viewer.dims.events.current_step.disconnect(self._schedule)
-        self._watch(None)
+        super()._release()
         if self._worker is not None:
             self._worker.quit()
 

@@ -226,7 +226,31 @@ def show_preview(viewer, layer, data: np.ndarray, placement: dict, *, name: str,
     return layer
 
 
-class WeightsPreview(Container):
+class FollowsLabels:
+    """Mixin of the previews: redraw (after a debounce timer) when the slice or labels change.
+
+    The host sets ``_viewer``, ``_timer`` (a single-shot QTimer) and ``_watched``.
+    """
+
+    def _schedule(self, *_):
+        self._timer.start()
+
+    def _watch(self, layer):
+        """Follow edits of the chosen labels layer (painting, new data)."""
+        for emitter in edit_events(self._watched):
+            emitter.disconnect(self._schedule)
+        self._watched = layer
+        for emitter in edit_events(layer):
+            emitter.connect(self._schedule)
+
+    def _release(self, *_):
+        """Stop listening to napari once the widget is gone."""
+        self._timer.stop()
+        self._viewer.dims.events.current_step.disconnect(self._schedule)
+        self._watch(None)
+
+
+class WeightsPreview(FollowsLabels, Container):
     """Show the weight map of the current slice as an image layer, live.
 
     The map is eq. 2 of Ronneberger et al. (2015) with the w0, sigma and
@@ -279,23 +303,6 @@ class WeightsPreview(Container):
         super().reset_choices()
         if hasattr(self, "labels_layer"):
             default_labels(self.labels_layer)
-
-    def _schedule(self, *_):
-        self._timer.start()
-
-    def _watch(self, layer):
-        """Follow edits of the chosen labels layer (painting, new data)."""
-        for emitter in edit_events(self._watched):
-            emitter.disconnect(self._schedule)
-        self._watched = layer
-        for emitter in edit_events(layer):
-            emitter.connect(self._schedule)
-
-    def _release(self, *_):
-        """Stop listening to napari once the widget is gone."""
-        self._timer.stop()
-        self._viewer.dims.events.current_step.disconnect(self._schedule)
-        self._watch(None)
 
     def refresh(self):
         """Show the weight map of the current slice; no work when nothing changed."""
