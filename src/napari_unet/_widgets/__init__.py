@@ -2,7 +2,8 @@
 
 from .augment_preview import AugmentPreview
 from .data import DataWidget
+from .prediction import PredictionWidget
 from .training import TrainingWidget
 from .weights_preview import WeightsPreview
 
-__all__ = ["AugmentPreview", "DataWidget", "TrainingWidget", "WeightsPreview"]
+__all__ = ["AugmentPreview", "DataWidget", "PredictionWidget", "TrainingWidget", "WeightsPreview"]

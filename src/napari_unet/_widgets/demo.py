@@ -6,8 +6,8 @@ import napari
 from qtpy.QtWidgets import QApplication
 
 PLUGIN = "napari-unet-em"
-WIDGETS = ("Data", "Training", "Weight map preview", "Augmentation preview")
-TABBED = ("Weight map preview", "Augmentation preview")  # tabs beside Training
+WIDGETS = ("Data", "Training", "Weight map preview", "Augmentation preview", "Prediction")
+TABBED = ("Weight map preview", "Augmentation preview", "Prediction")  # tabs beside Training
 
 
 def build_demo_viewer(*, show: bool = True) -> napari.Viewer:

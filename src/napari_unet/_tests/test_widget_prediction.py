@@ -1,0 +1,109 @@
+"""The Prediction widget in a real viewer, with a tiny untrained network on 128x128 crops."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet._widgets import prediction
+from napari_unet._widgets.prediction import CELLS, MASK, PROBABILITY, PredictionWidget
+from napari_unet.checkpoint import ModelFile, make_model, save_model
+from napari_unet.data import Normalization
+from napari_unet.postprocess import cell_labels
+
+
+@pytest.fixture
+def model_path(tmp_path, tiny_config):
+    torch.manual_seed(0)
+    model_file = ModelFile(tiny_config, Normalization(0.0, 255.0, 0.5, 0.2),
+                           make_model(tiny_config).state_dict(),
+                           history=[{"epoch": 1, "threshold": 0.42}])
+    return save_model(tmp_path / "m.pt", model_file)
+
+
+@pytest.fixture
+def widget(make_napari_viewer, isbi_small, qtbot, monkeypatch):
+    errors = []
+    monkeypatch.setattr(prediction, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(isbi_small[0], name="em")
+    widget = PredictionWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Prediction")
+    widget.device.value = "cpu"
+    widget.errors = errors
+    yield widget
+    worker = widget._worker
+    if worker is not None:
+        worker.quit()
+        qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+
+
+def run(qtbot, widget, action):
+    action()
+    assert widget.running
+    qtbot.waitUntil(lambda: not widget.running, timeout=20_000)
+    assert not widget.errors, widget.errors
+
+
+def test_model_sets_tile_threshold_and_summary(widget, model_path):
+    widget.model.value = model_path
+    assert widget.threshold.value == pytest.approx(0.42)
+    assert widget.tile.value == 64
+    assert "depth 3, width 4" in widget.summary.text()
+
+
+def test_predict_stack_adds_three_layers(widget, model_path, qtbot, isbi_small):
+    widget.model.value = model_path
+    widget.threshold.value = 0.5
+    widget.cells.value = True
+    run(qtbot, widget, widget.predict_stack)
+    layers = widget._viewer.layers
+    prob, mask, cells = layers[PROBABILITY].data, layers[MASK].data, layers[CELLS].data
+    assert prob.shape == mask.shape == cells.shape == isbi_small[0].shape
+    assert prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {1, 2}
+    np.testing.assert_array_equal(mask, np.where(prob > 0.5, 1, 2))
+    np.testing.assert_array_equal(cells, cell_labels(prob, threshold=0.5, min_size=30))
+    assert widget.progress.value() == widget.progress.maximum() > 0
+    # Outputs are not offered as inputs.
+    assert widget.image_layer.choices == (layers["em"],)
+
+
+def test_slice_runs_fill_one_slice_of_the_same_layers(widget, model_path, qtbot):
+    widget.model.value = model_path
+    viewer = widget._viewer
+    viewer.dims.set_current_step(0, 1)
+    run(qtbot, widget, widget.predict_slice)
+    prob_layer, mask_layer = viewer.layers[PROBABILITY], viewer.layers[MASK]
+    assert mask_layer.data.shape == (4, 128, 128)
+    assert set(np.unique(mask_layer.data[1])) <= {1, 2} and mask_layer.data[1].min() > 0
+    for z in (0, 2, 3):
+        assert not mask_layer.data[z].any() and not prob_layer.data[z].any()
+    viewer.dims.set_current_step(0, 2)
+    run(qtbot, widget, widget.predict_slice)
+    assert viewer.layers[PROBABILITY] is prob_layer and viewer.layers[MASK] is mask_layer
+    assert len(viewer.layers) == 3
+    assert mask_layer.data[2].min() > 0 and mask_layer.data[1].min() > 0
+    assert not mask_layer.data[[0, 3]].any()
+    np.testing.assert_array_equal(mask_layer.data[1:3],
+                                  np.where(prob_layer.data[1:3] > 0.42, 1, 2))
+
+
+def test_bad_model_file_reports_and_adds_nothing(widget, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    widget.model.value = bad
+    assert widget.errors and "not a napari-unet model" in widget.errors[-1]
+    assert widget.status.text().startswith("error:")
+    widget.predict_stack()
+    assert not widget.running and len(widget._viewer.layers) == 1
+
+
+def test_second_run_is_refused(widget, model_path, qtbot):
+    widget.model.value = model_path
+    widget.tta.value = True
+    widget.predict_stack()
+    first = widget._worker
+    widget.predict_slice()
+    assert widget._worker is first and "already running" in widget.status.text()
+    widget.stop()
+    qtbot.waitUntil(lambda: not widget.running, timeout=10_000)

@@ -1,0 +1,273 @@
+"""Prediction widget: run a saved model on the current slice or the whole stack.
+
+The results go into three layers that later runs update in place, so a mask
+corrected by hand and the probabilities stay one stack layer each.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import napari
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from ..checkpoint import ModelFile, load_model
+from ..devices import autocast_dtype, available_devices, leave_a_core, pick_device
+from ..errors import InputError
+from ..labels import LABEL_COLORS
+from ..postprocess import cell_labels, membrane_mask
+from ..predict import PredictProgress, predict
+from .worker import JobFailed, start_job
+
+PROBABILITY, MASK, CELLS = "membrane probability", "membrane mask", "cells"
+MARK = "napari-unet-prediction"
+"""Layer metadata key of the layers this widget writes (not offered as input images)."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a prediction job returns: P(membrane), annotation mask and cells (or None)."""
+
+    probabilities: np.ndarray
+    mask: np.ndarray
+    cells: np.ndarray | None
+
+
+def prediction_job(model, unit_image, normalization, *, threshold: float,
+                   min_size: int | None, device, **options):
+    """Predict, then threshold and (when ``min_size`` is not None) label cells.
+
+    Parameters
+    ----------
+    model : UNet
+    unit_image : (Y, X) or (Z, Y, X) float32 ndarray
+        The image mapped to [0, 1].
+    normalization : Normalization
+    threshold : float
+        Membrane where P(membrane) is above it.
+    min_size : int or None
+        Smallest cell seed, in pixels; None: no cells.
+    device : torch.device
+    **options
+        More keyword arguments of `napari_unet.predict.predict`.
+
+    Yields
+    ------
+    progress : PredictProgress
+
+    Returns
+    -------
+    prediction : Prediction
+    """
+    with leave_a_core(device):
+        prob = yield from predict(model.to(device), unit_image, normalization, device=device,
+                                  **options)
+    cells = None if min_size is None else cell_labels(prob, threshold=threshold,
+                                                      min_size=min_size)
+    return Prediction(prob, membrane_mask(prob, threshold=threshold), cells)
+
+
+class PredictionWidget(QWidget):
+    """Predict membranes with a model file and show probability, mask and cells layers.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    parent : QWidget, optional
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._viewer = viewer
+        self._worker = None
+        self._model_file: ModelFile | None = None
+        self._loaded: Path | None = None
+        self._target: tuple[int | None, np.ndarray] | None = None  # slice, source layer
+        self.form = self._make_form(viewer)
+        self.summary, self.status, self.progress = QLabel(""), QLabel(""), QProgressBar()
+        self.status.setWordWrap(True)
+        self.slice_button = QPushButton("Predict current slice")
+        self.stack_button = QPushButton("Predict stack")
+        self.stop_button = QPushButton("Stop")
+        self.slice_button.clicked.connect(self.predict_slice)
+        self.stack_button.clicked.connect(self.predict_stack)
+        self.stop_button.clicked.connect(self.stop)
+        buttons = QHBoxLayout()
+        for button in (self.slice_button, self.stack_button, self.stop_button):
+            buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        for item in (self.form.native, self.summary, buttons, self.progress, self.status):
+            (layout.addLayout if isinstance(item, QHBoxLayout) else layout.addWidget)(item)
+        layout.addStretch()
+        self.model.changed.connect(self._on_model_chosen)
+        self._set_running(False)
+
+    def _make_form(self, viewer) -> Container:
+        def images(_widget):
+            return [ly for ly in viewer.layers
+                    if isinstance(ly, napari.layers.Image) and MARK not in ly.metadata]
+        self.image_layer = ComboBox(label="image", choices=images)
+        self.model = FileEdit(label="model", mode="r", filter="*.pt", nullable=True)
+        self.tile = SpinBox(label="tile", value=388, min=8, max=4096)
+        self.batch_size = SpinBox(label="batch", value=4, min=1, max=256)
+        self.device = ComboBox(label="device", choices=["auto", *available_devices()])
+        self.threshold = FloatSpinBox(label="threshold", value=0.5, min=0.0, max=1.0, step=0.01)
+        self.tta = CheckBox(text="test-time augmentation (8x slower)")
+        self.cells = CheckBox(text="label cells")
+        self.min_size = SpinBox(label="min cell size", value=30, min=0, max=1_000_000)
+        return Container(widgets=[self.image_layer, self.model, self.tile, self.batch_size,
+                                  self.device, self.threshold, self.tta, self.cells,
+                                  self.min_size])
+
+    @property
+    def running(self) -> bool:
+        """Whether a prediction is in progress."""
+        return self._worker is not None
+
+    def reset_choices(self, *_) -> None:
+        """Refresh the image list (napari calls this when layers change)."""
+        self.form.reset_choices()
+
+    def predict_slice(self) -> None:
+        """Predict the slice shown in the viewer (the whole image when it is 2D)."""
+        self._start(whole_stack=False)
+
+    def predict_stack(self) -> None:
+        """Predict every slice of the image."""
+        self._start(whole_stack=True)
+
+    def stop(self) -> None:
+        """Stop the prediction after its current batch of tiles; nothing is written."""
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.setText("stopped")
+
+    def _on_model_chosen(self, *_) -> None:
+        try:
+            self._ensure_model()
+        except InputError as err:
+            self._report_error(err)
+
+    def _ensure_model(self) -> ModelFile:
+        path = self.model.value
+        if path is None or str(path) in ("", "."):
+            raise InputError("choose a model file (.pt)")
+        if self._model_file is None or Path(path) != self._loaded:
+            self._model_file, self._loaded = None, None
+            self.summary.setText("")
+            model_file = load_model(path)
+            m = model_file.config.model
+            self.tile.value = model_file.config.train.tile
+            self.threshold.value = model_file.threshold
+            self.summary.setText(f"depth {m.depth}, width {m.base_channels}, {m.padding} "
+                                 f"padding; threshold {model_file.threshold:.2f}")
+            self._model_file, self._loaded = model_file, Path(path)
+            self.status.setText("")
+        return self._model_file
+
+    def _start(self, *, whole_stack: bool) -> None:
+        if self._worker is not None:
+            message = "a prediction is already running: stop it before starting another"
+            self.status.setText(message)
+            show_info(message)
+            return
+        try:
+            model_file = self._ensure_model()
+            layer, z, image = self._read_image(whole_stack)
+            device = pick_device(self.device.value)
+        except InputError as err:
+            self._report_error(err)
+            return
+        self._target = (z, layer)
+        self.progress.setValue(0)
+        self.status.setText("predicting…")
+        self._worker = start_job(
+            prediction_job, model_file.build_model(), model_file.normalization.unit(image),
+            model_file.normalization, threshold=self.threshold.value,
+            min_size=self.min_size.value if self.cells.value else None, device=device,
+            tile=self.tile.value, batch_size=self.batch_size.value,
+            autocast_dtype=autocast_dtype(device), tta=self.tta.value,
+            connect={"yielded": self._on_progress, "returned": self._on_result,
+                     "errored": self._on_error, "finished": self._on_finished})
+        self._set_running(True)
+
+    def _read_image(self, whole_stack: bool):
+        """Return the layer, the slice to predict (None: all) and a copy of its data."""
+        layer = self.image_layer.value
+        if layer is None:
+            raise InputError("open an EM image first")
+        data = layer.data[0] if layer.multiscale else layer.data
+        if layer.rgb or data.ndim not in (2, 3):
+            raise InputError(f"{layer.name}: need a grey 2D image or 3D stack, got shape "
+                             f"{data.shape}")
+        if whole_stack or data.ndim == 2:
+            return layer, None, np.array(data)
+        z = int(np.clip(np.round(layer.world_to_data(self._viewer.dims.point)[0]),
+                        0, data.shape[0] - 1))
+        return layer, z, np.array(data[z])
+
+    def _set_running(self, running: bool) -> None:
+        self.slice_button.setEnabled(not running)
+        self.stack_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+
+    def _on_progress(self, p: PredictProgress) -> None:
+        self.progress.setMaximum(p.total)
+        self.progress.setValue(p.done)
+
+    def _on_result(self, result: Prediction) -> None:
+        z, source = self._target
+        shape = (source.data[0] if source.multiscale else source.data).shape
+        self._write(PROBABILITY, result.probabilities, z, shape, self._viewer.add_image,
+                    colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.7)
+        self._write(MASK, result.mask, z, shape, self._viewer.add_labels, colormap=LABEL_COLORS)
+        if result.cells is not None:
+            cells = result.cells
+            existing = self._existing(CELLS, shape, napari.layers.Labels)
+            if z is not None and existing is not None:  # keep labels unique across slices
+                cells = np.where(cells > 0, cells + int(existing.data.max()), 0).astype(np.int32)
+            self._write(CELLS, cells, z, shape, self._viewer.add_labels)
+        where = "the stack" if z is None else f"slice {z}"
+        self.status.setText(f"predicted {where} of {source.name}")
+
+    def _existing(self, name, shape, kind):
+        layer = self._viewer.layers[name] if name in self._viewer.layers else None
+        ok = isinstance(layer, kind) and isinstance(layer.data, np.ndarray)
+        return layer if ok and layer.data.shape == shape else None
+
+    def _write(self, name, data, z, shape, add, **style) -> None:
+        """Write ``data`` (slice ``z``, or all) into the named layer, adding it full-size."""
+        kind = napari.layers.Labels if add == self._viewer.add_labels else napari.layers.Image
+        layer = self._existing(name, shape, kind)
+        if layer is None:
+            full = data if z is None else np.zeros(shape, data.dtype)
+            if z is not None:
+                full[z] = data
+            source = self._target[1]
+            add(full, name=name, scale=source.scale, translate=source.translate,
+                metadata={MARK: True}, **style)
+            return
+        if z is None:
+            layer.data = data
+        else:
+            layer.data[z] = data
+            layer.refresh()
+
+    def _on_error(self, err: Exception) -> None:
+        self._report_error(err.__cause__ if isinstance(err, JobFailed) else err)
+
+    def _report_error(self, err: Exception) -> None:
+        message = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
+        self.status.setText(f"error: {message}")
+        show_error(message)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._set_running(False)
+
+    def closeEvent(self, event) -> None:
+        """Stop a running prediction when the widget closes."""
+        self.stop()
+        super().closeEvent(event)
