@@ -50,17 +50,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=f"cfg_{name}", type=kind, metavar=name.upper(), help=text)
 
 
-def parse_slices(text: str) -> tuple[int, ...]:
-    """Parse '5,15,25' into (5, 15, 25)."""
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise InputError(f"--val-slices takes comma-separated integers, got {text!r}") from None
-
-
 def config_from_args(args: argparse.Namespace):
     """Build the Config: defaults, then the config file, then the flags given."""
-    from .config import Config, load_config
+    from .config import Config, load_config, parse_slices
 
     config = load_config(args.config) if args.config else Config()
     sections: dict[str, dict] = {}
@@ -69,18 +61,16 @@ def config_from_args(args: argparse.Namespace):
         if value is not None:
             sections.setdefault(section, {})[name] = value
     if args.val_slices is not None:
-        sections.setdefault("train", {})["val_slices"] = parse_slices(args.val_slices)
+        sections.setdefault("train", {})["val_slices"] = parse_slices(args.val_slices,
+                                                                    what="--val-slices")
     return config.replace(**sections)
 
 
 def read_pair(images: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read an image file and its label file, checking they belong together."""
+    """Read an image file and its label file (training checks that they belong together)."""
     from .io import read_image, read_labels
-    from .validate import check_pair
 
-    image, annotation = read_image(images), read_labels(labels)
-    check_pair(image, annotation)
-    return image, annotation
+    return read_image(images), read_labels(labels)
 
 
 def progress_bar(total: int, unit: str):

@@ -187,6 +187,30 @@ def _section(kind: type, values: dict[str, Any], name: str):
         raise InputError(f"bad {name} settings: {err}") from None
 
 
+def parse_slices(text: str, *, what: str = "validation slices") -> tuple[int, ...] | None:
+    """Parse ``'5, 15, 25'`` into ``(5, 15, 25)``; empty text means 'choose for me' (None).
+
+    Parameters
+    ----------
+    text : str
+        Slice indices separated by commas (or semicolons).
+    what : str
+        How an error message names the field (a flag or a form field).
+
+    Returns
+    -------
+    slices : tuple of int or None
+    """
+    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    if not parts:
+        return None
+    try:
+        return tuple(int(part) for part in parts)
+    except ValueError:
+        raise InputError(f"{what}: comma-separated slice numbers such as 5,15,25, "
+                         f"got {text!r}") from None
+
+
 def load_config(path: str | Path) -> Config:
     """Read a config from a JSON or YAML file.
 

@@ -52,3 +52,12 @@ def test_load_json_and_yaml(tmp_path):
         load_config(tmp_path / "bad.yaml")
     with pytest.raises(InputError, match="no such config file"):
         load_config(tmp_path / "missing.json")
+
+
+def test_parse_slices():
+    from napari_unet.config import parse_slices
+
+    assert parse_slices("5, 15;25") == (5, 15, 25)
+    assert parse_slices("  ") is None
+    with pytest.raises(InputError, match=r"--val-slices: comma-separated slice numbers"):
+        parse_slices("5,x", what="--val-slices")

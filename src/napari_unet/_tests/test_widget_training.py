@@ -7,8 +7,8 @@ import pytest
 
 from napari_unet._widgets.plot import log_ticks, nice_ticks, tick_label
 from napari_unet._widgets.training import TrainingWidget
-from napari_unet._widgets.training_form import PREVIEW, config_from_form, parse_slices
-from napari_unet.config import Config
+from napari_unet._widgets.training_form import PREVIEW, config_from_form
+from napari_unet.config import Config, parse_slices
 from napari_unet.errors import InputError
 from napari_unet.train import last_path_for
 

@@ -1,6 +1,6 @@
 """The Training widget's form: layers, settings that matter, model files; builds a `Config`.
 
-`config_from_form`, `parse_slices` and `first_validation_slice` are pure (no Qt) and
+`config_from_form` and `first_validation_slice` are pure (no Qt) and
 could live in the core.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
 from qtpy.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QWidget
 
-from ..config import Config, ModelConfig
+from ..config import Config, ModelConfig, parse_slices
 from ..data import split_slices
 from ..devices import available_devices, pick_device
 from ..errors import InputError
@@ -31,18 +31,6 @@ START_CHOICES = [
     ("resume the output's last model", "resume"),
 ]
 MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
-
-
-def parse_slices(text: str) -> tuple[int, ...] | None:
-    """Parse ``'5, 15, 25'`` into ``(5, 15, 25)``; empty text means 'choose for me' (None)."""
-    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
-    if not parts:
-        return None
-    try:
-        return tuple(int(part) for part in parts)
-    except ValueError:
-        raise InputError(f"validation slices: comma-separated slice numbers such as 5,15,25, "
-                         f"got {text!r}") from None
 
 
 def parse_number(text: str, what: str) -> float:
