@@ -58,6 +58,18 @@ class ModelFile:
                 return float(record["threshold"])
         return 0.5
 
+    def describe(self) -> str:
+        """Summarise the model in one line: network, training so far, threshold."""
+        m = self.config.model
+        text = f"depth {m.depth}, width {m.base_channels}, {m.padding} padding"
+        if self.history:
+            last = self.history[-1]
+            text += f"; {last.get('epoch', '?')} epoch(s)"
+            scores = [r["v_rand"] for r in self.history if r.get("v_rand") is not None]
+            if scores:
+                text += f", best V_rand {max(scores):.3f}"
+        return text + f"; threshold {self.threshold:.2f}"
+
     def build_model(self) -> UNet:
         """Return the network with these weights, in eval mode."""
         model = make_model(self.config)

@@ -199,3 +199,91 @@ def write_mask(
     """
     mask = export_mask(labels, convention=convention)
     return write_tiff(path, mask, overwrite=overwrite, metadata={MASK_KEY: convention})
+
+
+EXPORTS = ("mask", "probabilities", "cells")
+"""What `export_paths` and `write_export` know: the membrane mask, P(membrane), cell labels."""
+
+
+def export_paths(folder: str | os.PathLike, name: str, kinds, *,
+                 overwrite: bool = False) -> dict[str, Path]:
+    """Name the TIFF files of an export (``NAME_mask.tif``, ...) and check them all first.
+
+    Parameters
+    ----------
+    folder : str or PathLike
+        An existing folder.
+    name : str
+        Common file name prefix.
+    kinds : iterable of {'mask', 'probabilities', 'cells'}
+    overwrite : bool
+        Allow replacing existing files.
+
+    Returns
+    -------
+    paths : dict
+        ``{kind: path}``.
+
+    Raises
+    ------
+    InputError
+        For a missing folder, an empty or path-like name, an unknown kind, or
+        (without ``overwrite``) files that exist: then nothing should be written.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder")
+    name = name.strip()
+    if not name or "/" in name or "\\" in name:
+        raise InputError(f"file name prefix must be a plain name, got {name!r}")
+    unknown = sorted(set(kinds) - set(EXPORTS))
+    if unknown:
+        raise InputError(f"unknown export(s) {unknown}; known: {list(EXPORTS)}")
+    paths = {kind: folder / f"{name}_{kind}.tif" for kind in EXPORTS if kind in set(kinds)}
+    if not paths:
+        raise InputError("nothing to export: choose a mask, probabilities or cells")
+    existing = [p.name for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise InputError(f"{', '.join(existing)} exist(s) in {folder}: choose another name or "
+                         "allow overwriting")
+    return paths
+
+
+def write_export(kind: str, path: str | os.PathLike, data: np.ndarray, *,
+                 convention: MaskConvention = "membrane", overwrite: bool = False) -> Path:
+    """Write one export: a mask TIFF, float32 probabilities or cell labels.
+
+    Parameters
+    ----------
+    kind : {'mask', 'probabilities', 'cells'}
+    path : str or PathLike
+    data : (Y, X) or (Z, Y, X) ndarray
+        Annotation labels (mask), P(membrane) in [0, 1], or instance labels.
+    convention : {'membrane', 'isbi'}
+        Of the mask (see `write_mask`).
+    overwrite : bool
+
+    Returns
+    -------
+    path : Path
+    """
+    data = np.asarray(data)
+    if kind == "mask":
+        return write_mask(path, data, convention=convention, overwrite=overwrite)
+    if kind == "probabilities":
+        if not np.issubdtype(data.dtype, np.floating):
+            raise InputError(f"probabilities must be floats in [0, 1], got {data.dtype}")
+        return write_tiff(path, data.astype(np.float32, copy=False), overwrite=overwrite)
+    if kind == "cells":
+        return write_tiff(path, cell_label_array(data), overwrite=overwrite)
+    raise InputError(f"unknown export {kind!r}; known: {list(EXPORTS)}")
+
+
+def cell_label_array(labels: np.ndarray) -> np.ndarray:
+    """Cell instance labels in the smallest unsigned dtype that holds them (0 = background)."""
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
+        raise InputError(f"cell labels must be non-negative integers, got {labels.dtype}")
+    top = int(labels.max()) if labels.size else 0
+    dtype = np.uint16 if top < 2**16 else np.uint32
+    return labels.astype(dtype, copy=False)

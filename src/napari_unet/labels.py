@@ -241,3 +241,56 @@ def describe_pair(image: np.ndarray, labels: np.ndarray | None) -> str:
     done = annotated_slices(to_annotation(labels))
     total = 1 if np.ndim(image) == 2 else np.shape(image)[0]
     return f"{text}; labels ({convention} convention): {len(done)}/{total} slices annotated"
+
+
+def retraining_labels(
+    mask: np.ndarray, corrected, original: np.ndarray | None = None
+) -> np.ndarray:
+    """Annotation labels to fine-tune on: corrected mask slices plus the original annotation.
+
+    Earlier work is never forgotten: every slice annotated in ``original`` stays
+    in, and a slice the user corrected in the predicted mask replaces it.
+
+    Parameters
+    ----------
+    mask : (Y, X) or (Z, Y, X) ndarray
+        The predicted mask after correction, in the annotation convention.
+    corrected : iterable of int
+        Slices of ``mask`` corrected by hand (``[0]`` for a 2D mask).
+    original : ndarray, optional
+        The original labels of the same shape, in either convention.
+
+    Returns
+    -------
+    labels : ndarray of ``mask``'s shape, uint8
+        Annotation labels; slices neither corrected nor annotated are 0 (ignored).
+
+    Raises
+    ------
+    InputError
+        When the shapes differ, a slice is outside the stack, the mask holds
+        values other than 0, 1 and 2, or nothing is left to train on.
+    """
+    mask = np.asarray(mask)
+    stack = mask[None] if mask.ndim == 2 else mask
+    corrected = sorted({int(z) for z in corrected})
+    outside = [z for z in corrected if not 0 <= z < len(stack)]
+    if outside:
+        raise InputError(f"corrected slices {outside} are outside the stack (0..{len(stack) - 1})")
+    if original is None:
+        merged = np.zeros(stack.shape, np.uint8)
+    else:
+        if np.shape(original) != mask.shape:
+            raise InputError(f"original labels of shape {np.shape(original)} do not match the "
+                             f"mask's {mask.shape}")
+        merged = to_annotation(original).reshape(stack.shape)
+    if corrected:
+        fixed = stack[corrected]
+        if not set(label_values(fixed).tolist()) <= {UNLABELLED, MEMBRANE, INTERIOR}:
+            raise InputError("the corrected mask holds values other than 0 (not annotated), "
+                             "1 (membrane) and 2 (interior)")
+        merged[corrected] = fixed
+    if not merged.any():
+        raise InputError("nothing to train on: correct some slices of the mask (or choose the "
+                         "original labels)")
+    return merged.reshape(mask.shape)

@@ -21,3 +21,18 @@ def tiny_config():
         train={"tile": 64, "epochs": 2, "samples_per_epoch": 4, "batch_size": 2,
                "val_slices": (3,), "device": "cpu", "patience": None},
     )
+
+
+@pytest.fixture
+def model_path(tmp_path, tiny_config):
+    """An untrained tiny model file whose history sets the threshold to 0.42."""
+    import torch
+
+    from napari_unet.checkpoint import ModelFile, make_model, save_model
+    from napari_unet.data import Normalization
+
+    torch.manual_seed(0)
+    model_file = ModelFile(tiny_config, Normalization(0.0, 255.0, 0.5, 0.2),
+                           make_model(tiny_config).state_dict(),
+                           history=[{"epoch": 1, "threshold": 0.42}])
+    return save_model(tmp_path / "m.pt", model_file)

@@ -19,6 +19,8 @@ def test_manifest_contributions():
     manifest = npe2.PluginManifest.from_distribution("napari-unet-em")
     contributions = manifest.contributions
     assert [s.display_name for s in contributions.sample_data] == ["ISBI 2012 EM (30 slices)"]
-    assert [w.layer_types for w in contributions.writers] == [["labels"]]
+    assert [w.layer_types for w in contributions.writers] == [["labels"], ["image"]]
     assert {r.command for r in contributions.readers} == {"napari-unet-em.get_reader"}
-    assert "Data" in {w.display_name for w in contributions.widgets}
+    assert [w.display_name for w in contributions.widgets] == [
+        "Data", "Weight map preview", "Augmentation preview", "Training", "Prediction",
+        "Correct and retrain", "Export"]

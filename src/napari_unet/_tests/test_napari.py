@@ -67,6 +67,19 @@ def test_writer_round_trip_and_no_overwrite(make_napari_viewer, tmp_path):
     np.testing.assert_array_equal(reopened.data, np.where(labels == 1, 1, 2))
 
 
+def test_probabilities_and_cells_save_through_the_writers(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    prob = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    viewer.add_image(prob, name="p")
+    viewer.add_labels(np.arange(12, dtype=np.int32).reshape(3, 4), name="cells")
+    viewer.layers.selection = {viewer.layers["p"]}
+    assert viewer.layers.save(str(tmp_path / "p.tif"), selected=True, plugin=PLUGIN)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "p.tif"), prob)
+    viewer.layers.selection = {viewer.layers["cells"]}
+    assert viewer.layers.save(str(tmp_path / "c.tif"), selected=True, plugin=PLUGIN)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "c.tif"), np.arange(12).reshape(3, 4))
+
+
 def test_data_widget_reports_the_pair(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "isbi2012")

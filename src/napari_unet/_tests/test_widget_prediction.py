@@ -2,22 +2,10 @@
 
 import numpy as np
 import pytest
-import torch
 
 from napari_unet._widgets import prediction
 from napari_unet._widgets.prediction import CELLS, MASK, PROBABILITY, PredictionWidget
-from napari_unet.checkpoint import ModelFile, make_model, save_model
-from napari_unet.data import Normalization
 from napari_unet.postprocess import cell_labels
-
-
-@pytest.fixture
-def model_path(tmp_path, tiny_config):
-    torch.manual_seed(0)
-    model_file = ModelFile(tiny_config, Normalization(0.0, 255.0, 0.5, 0.2),
-                           make_model(tiny_config).state_dict(),
-                           history=[{"epoch": 1, "threshold": 0.42}])
-    return save_model(tmp_path / "m.pt", model_file)
 
 
 @pytest.fixture

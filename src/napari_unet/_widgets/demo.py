@@ -6,8 +6,9 @@ import napari
 from qtpy.QtWidgets import QApplication
 
 PLUGIN = "napari-unet-em"
-WIDGETS = ("Data", "Training", "Weight map preview", "Augmentation preview", "Prediction")
-TABBED = ("Weight map preview", "Augmentation preview", "Prediction")  # tabs beside Training
+WIDGETS = ("Data", "Training", "Weight map preview", "Augmentation preview", "Prediction",
+           "Correct and retrain", "Export")
+TABBED = WIDGETS[2:]  # tabs beside Training
 
 
 def build_demo_viewer(*, show: bool = True) -> napari.Viewer:

@@ -1,7 +1,8 @@
 """Prediction widget: run a saved model on the current slice or the whole stack.
 
 The results go into three layers that later runs update in place, so a mask
-corrected by hand and the probabilities stay one stack layer each.
+corrected by hand and the probabilities stay one stack layer each. Slices of the
+mask marked as corrected (see `session`) are never overwritten.
 """
 
 from dataclasses import dataclass
@@ -13,17 +14,20 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from .._writer import CELLS, PREDICTED
 from ..checkpoint import ModelFile, load_model
 from ..devices import autocast_dtype, available_devices, leave_a_core, pick_device
 from ..errors import InputError
 from ..labels import LABEL_COLORS
 from ..postprocess import cell_labels, membrane_mask
 from ..predict import PredictProgress, predict
+from .session import corrected_slices, session
 from .worker import JobFailed, start_job
 
-PROBABILITY, MASK, CELLS = "membrane probability", "membrane mask", "cells"
-MARK = "napari-unet-prediction"
-"""Layer metadata key of the layers this widget writes (not offered as input images)."""
+PROBABILITY, MASK = "membrane probability", "membrane mask"
+MARK = PREDICTED
+"""Layer metadata key of the layers this widget writes (not offered as input images); its
+value is the layer's role (``'cells'`` tells the writer to save cell labels as they are)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,10 @@ class PredictionWidget(QWidget):
             (layout.addLayout if isinstance(item, QHBoxLayout) else layout.addWidget)(item)
         layout.addStretch()
         self.model.changed.connect(self._on_model_chosen)
+        current = session(viewer)
+        current.model_changed.connect(self._follow_model)
+        if current.model is not None:
+            self._follow_model(current.model)
         self._set_running(False)
 
     def _make_form(self, viewer) -> Container:
@@ -144,11 +152,17 @@ class PredictionWidget(QWidget):
             self._worker.quit()
             self.status.setText("stopped")
 
+    def _follow_model(self, path: Path) -> None:
+        """Take the session's current model (just trained, retrained or loaded)."""
+        self.model.value = path
+
     def _on_model_chosen(self, *_) -> None:
         try:
             self._ensure_model()
         except InputError as err:
             self._report_error(err)
+            return
+        session(self._viewer).set_model(self._loaded)
 
     def _ensure_model(self) -> ModelFile:
         path = self.model.value
@@ -158,11 +172,9 @@ class PredictionWidget(QWidget):
             self._model_file, self._loaded = None, None
             self.summary.setText("")
             model_file = load_model(path)
-            m = model_file.config.model
             self.tile.value = model_file.config.train.tile
             self.threshold.value = model_file.threshold
-            self.summary.setText(f"depth {m.depth}, width {m.base_channels}, {m.padding} "
-                                 f"padding; threshold {model_file.threshold:.2f}")
+            self.summary.setText(model_file.describe())
             self._model_file, self._loaded = model_file, Path(path)
             self.status.setText("")
         return self._model_file
@@ -222,7 +234,8 @@ class PredictionWidget(QWidget):
         shape = (source.data[0] if source.multiscale else source.data).shape
         self._write(PROBABILITY, result.probabilities, z, shape, self._viewer.add_image,
                     colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.7)
-        self._write(MASK, result.mask, z, shape, self._viewer.add_labels, colormap=LABEL_COLORS)
+        kept = self._write(MASK, result.mask, z, shape, self._viewer.add_labels,
+                           colormap=LABEL_COLORS, keep=True)
         if result.cells is not None:
             cells = result.cells
             existing = self._existing(CELLS, shape, napari.layers.Labels)
@@ -230,15 +243,23 @@ class PredictionWidget(QWidget):
                 cells = np.where(cells > 0, cells + int(existing.data.max()), 0).astype(np.int32)
             self._write(CELLS, cells, z, shape, self._viewer.add_labels)
         where = "the stack" if z is None else f"slice {z}"
-        self.status.setText(f"predicted {where} of {source.name}")
+        message = f"predicted {where} of {source.name}"
+        if kept:
+            message += (f"; kept the corrected mask of slice(s) {', '.join(map(str, kept))} "
+                        "(clear them in Correct and retrain to replace them)")
+        self.status.setText(message)
 
     def _existing(self, name, shape, kind):
         layer = self._viewer.layers[name] if name in self._viewer.layers else None
         ok = isinstance(layer, kind) and isinstance(layer.data, np.ndarray)
         return layer if ok and layer.data.shape == shape else None
 
-    def _write(self, name, data, z, shape, add, **style) -> None:
-        """Write ``data`` (slice ``z``, or all) into the named layer, adding it full-size."""
+    def _write(self, name, data, z, shape, add, keep=False, **style) -> list[int]:
+        """Write ``data`` (slice ``z``, or all) into the named layer, adding it full-size.
+
+        With ``keep``, slices of the layer marked as corrected keep their content;
+        returns those that would have been written.
+        """
         kind = napari.layers.Labels if add == self._viewer.add_labels else napari.layers.Image
         layer = self._existing(name, shape, kind)
         if layer is None:
@@ -247,13 +268,23 @@ class PredictionWidget(QWidget):
                 full[z] = data
             source = self._target[1]
             add(full, name=name, scale=source.scale, translate=source.translate,
-                metadata={MARK: True}, **style)
-            return
-        if z is None:
+                metadata={MARK: name}, **style)
+            return []
+        kept = corrected_slices(layer) if keep else []
+        if len(shape) == 2:
+            kept = kept[:1]
+            if not kept:
+                layer.data = data
+        elif z is None:
+            data[kept] = layer.data[kept]
             layer.data = data
+        elif z in kept:
+            kept = [z]
         else:
+            kept = []
             layer.data[z] = data
             layer.refresh()
+        return kept
 
     def _on_error(self, err: Exception) -> None:
         self._report_error(err.__cause__ if isinstance(err, JobFailed) else err)

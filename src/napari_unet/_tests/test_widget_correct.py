@@ -1,0 +1,131 @@
+"""Correct and retrain, in a real viewer: painted slices are tracked, Retrain fine-tunes."""
+
+import numpy as np
+import pytest
+
+from napari_unet._widgets import correct, prediction
+from napari_unet._widgets.correct import CorrectWidget, retrained_path
+from napari_unet._widgets.prediction import MASK, PredictionWidget
+from napari_unet._widgets.session import CORRECTED, session
+from napari_unet.checkpoint import load_model
+from napari_unet.train import last_path_for
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, isbi_small):
+    viewer = make_napari_viewer()
+    image, labels = isbi_small
+    viewer.add_image(image, name="em")
+    original = np.zeros_like(labels)
+    original[3] = labels[3]  # one slice annotated at first
+    viewer.add_labels(original, name="labels")
+    predicted = np.where(image > image.mean(), 2, 1).astype(np.uint8)
+    viewer.add_labels(predicted, name=MASK, metadata={prediction.MARK: MASK})
+    return viewer
+
+
+@pytest.fixture
+def widget(viewer, qtbot, monkeypatch):
+    errors = []
+    monkeypatch.setattr(correct, "show_error", errors.append)
+    widget = CorrectWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Correct and retrain")
+    widget.device.value = "cpu"
+    widget.minutes.value = 0
+    widget.epochs.value = 1
+    widget.errors = errors
+    yield widget
+    worker = widget._worker
+    if worker is not None:
+        worker.quit()
+        qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+
+
+def listed(widget):
+    return [widget.slices.item(i).text() for i in range(widget.slices.count())]
+
+
+def test_picks_the_predicted_mask_and_the_original_labels(widget, viewer):
+    assert widget.mask_layer.value is viewer.layers[MASK]
+    assert widget.original.value is viewer.layers["labels"]
+    assert widget.image_layer.value is viewer.layers["em"]
+    assert "1 more from the original" in widget.summary.text()
+
+
+def test_painting_marks_slices_and_the_list_edits_them(widget, viewer):
+    mask = viewer.layers[MASK]
+    mask.brush_size = 5
+    viewer.dims.set_current_step(0, 2)
+    mask.paint((2, 40, 40), 1)
+    mask.fill((0, 10, 10), 0)
+    assert listed(widget) == ["slice 0", "slice 2"]
+    assert mask.metadata[CORRECTED] == [0, 2]
+    assert "2 corrected, 1 more from the original" in widget.summary.text()
+    widget.slices.item(0).setSelected(True)
+    widget.remove_selected()
+    assert listed(widget) == ["slice 2"]
+    viewer.dims.set_current_step(0, 1)
+    widget.add_current_slice()
+    assert mask.metadata[CORRECTED] == [1, 2] and listed(widget) == ["slice 1", "slice 2"]
+
+
+def test_prediction_keeps_corrected_slices(widget, viewer, model_path, qtbot):
+    mask = viewer.layers[MASK]
+    mask.paint((1, 64, 64), 0)
+    before = mask.data[1].copy()
+    predictor = PredictionWidget(viewer)
+    predictor.device.value = "cpu"
+    predictor.model.value = model_path
+    predictor.predict_stack()
+    qtbot.waitUntil(lambda: not predictor.running, timeout=20_000)
+    assert viewer.layers[MASK] is mask
+    np.testing.assert_array_equal(mask.data[1], before)
+    assert mask.data[1, 64, 64] == 0 and mask.data[[0, 2, 3]].min() > 0
+    assert "kept the corrected mask of slice(s) 1" in predictor.status.text()
+    viewer.dims.set_current_step(0, 1)
+    predictor.predict_slice()
+    qtbot.waitUntil(lambda: not predictor.running, timeout=20_000)
+    np.testing.assert_array_equal(mask.data[1], before)
+
+
+def test_retrain_fine_tunes_and_becomes_the_current_model(widget, viewer, model_path, qtbot):
+    follower = PredictionWidget(viewer)
+    widget.model.value = model_path
+    assert widget.output.value == model_path.with_name("m-retrained.pt")
+    viewer.layers[MASK].paint((1, 64, 64), 1)
+    widget.retrain()
+    assert widget.running and not widget.retrain_button.isEnabled()
+    widget.retrain()  # a second start is refused politely
+    assert "already running" in widget.status.text()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert not widget.errors, widget.errors
+    out = model_path.with_name("m-retrained.pt")
+    assert out.is_file() and last_path_for(out).is_file()
+    assert session(viewer).model == out
+    assert widget.model.value == out and follower.model.value == out
+    assert widget.output.value == model_path.with_name("m-retrained-2.pt")
+    assert widget.plot.series["train loss"].xs
+    retrained, start = load_model(out), load_model(model_path)
+    assert retrained.config.model == start.config.model
+    assert any(not np.array_equal(retrained.state_dict[k], start.state_dict[k])
+               for k in start.state_dict)
+
+
+def test_retrain_without_corrections_or_model_explains(widget, viewer, model_path):
+    widget.original.value = None
+    widget.model.value = model_path
+    widget.retrain()
+    assert not widget.running and "nothing to train on" in widget.errors[-1]
+    widget.set_corrected([2])
+    widget.model.value = None
+    widget.retrain()
+    assert not widget.running and "choose an existing model" in widget.errors[-1]
+
+
+def test_retrained_path_never_names_an_existing_file(tmp_path):
+    model = tmp_path / "m.pt"
+    assert retrained_path(model).name == "m-retrained.pt"
+    (tmp_path / "m-retrained.pt").touch()
+    assert retrained_path(model).name == "m-retrained-2.pt"
+    last_path_for(tmp_path / "m-retrained-2.pt").touch()
+    assert retrained_path(tmp_path / "m-retrained.pt").name == "m-retrained-3.pt"

@@ -1,0 +1,96 @@
+"""The Export widget in a real viewer: TIFF files written and re-read, models saved and loaded."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet._widgets import export
+from napari_unet._widgets.export import ExportWidget
+from napari_unet._widgets.prediction import CELLS, MARK, MASK, PROBABILITY, PredictionWidget
+from napari_unet._widgets.session import session
+from napari_unet.checkpoint import load_model
+from napari_unet.io import read_labels
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, isbi_small):
+    viewer = make_napari_viewer()
+    image = isbi_small[0]
+    viewer.add_image(image, name="em")
+    prob = (image / 255.0).astype(np.float32)
+    viewer.add_image(prob, name=PROBABILITY, metadata={MARK: PROBABILITY})
+    viewer.add_labels(np.where(prob > 0.5, 1, 2).astype(np.uint8), name=MASK,
+                      metadata={MARK: MASK})
+    viewer.add_labels((np.arange(prob.size) // 500).reshape(prob.shape).astype(np.int32),
+                      name=CELLS, metadata={MARK: CELLS})
+    return viewer
+
+
+@pytest.fixture
+def widget(viewer, tmp_path, monkeypatch):
+    errors = []
+    monkeypatch.setattr(export, "show_error", errors.append)
+    widget = ExportWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Export")
+    widget.folder.value = tmp_path
+    widget.errors = errors
+    return widget
+
+
+def run_export(widget, qtbot):
+    widget.export()
+    qtbot.waitUntil(lambda: not widget.running, timeout=20_000)
+
+
+def test_exports_the_three_layers_and_reads_them_back(widget, viewer, tmp_path, qtbot):
+    assert widget.name.value == "em"
+    assert widget.mask.value is viewer.layers[MASK]
+    assert widget.probabilities.value is viewer.layers[PROBABILITY]
+    assert widget.cells.value is viewer.layers[CELLS]
+    run_export(widget, qtbot)
+    assert not widget.errors, widget.errors
+    mask = tifffile.imread(tmp_path / "em_mask.tif")
+    np.testing.assert_array_equal(mask, np.where(viewer.layers[MASK].data == 1, 255, 0))
+    np.testing.assert_array_equal(read_labels(tmp_path / "em_mask.tif"), viewer.layers[MASK].data)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "em_probabilities.tif"),
+                                  viewer.layers[PROBABILITY].data)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "em_cells.tif"),
+                                  viewer.layers[CELLS].data)
+    assert "wrote" in widget.status.text() and widget.progress.value() == 3
+
+
+def test_isbi_convention_and_no_silent_overwrite(widget, viewer, tmp_path, qtbot):
+    widget.probabilities.value = widget.cells.value = None
+    widget.convention.value = "isbi"
+    run_export(widget, qtbot)
+    path = tmp_path / "em_mask.tif"
+    np.testing.assert_array_equal(tifffile.imread(path),
+                                  np.where(viewer.layers[MASK].data == 1, 0, 255))
+    before = path.read_bytes()
+    widget.convention.value = "membrane"
+    widget.export()
+    assert not widget.running and "em_mask.tif exist" in widget.errors[-1]
+    assert path.read_bytes() == before
+    widget.overwrite.value = True
+    run_export(widget, qtbot)
+    assert path.read_bytes() != before
+
+
+def test_load_and_save_the_model(widget, viewer, model_path, tmp_path):
+    assert "none yet" in widget.model_label.text()
+    predictor = PredictionWidget(viewer)
+    widget.load_path.value = model_path
+    widget.load_model()
+    assert session(viewer).model == model_path and predictor.model.value == model_path
+    assert "depth 3, width 4" in widget.model_label.text()
+    widget.save_path.value = tmp_path / "copy.pt"
+    widget.save_model()
+    copy, original = load_model(tmp_path / "copy.pt"), load_model(model_path)
+    assert copy.config == original.config and copy.history == original.history
+    widget.save_model()  # the copy exists now
+    assert "exists" in widget.errors[-1]
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    widget.load_path.value = bad
+    widget.load_model()
+    assert "not a napari-unet model" in widget.errors[-1] and session(viewer).model == model_path

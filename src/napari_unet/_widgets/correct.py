@@ -1,0 +1,371 @@
+"""Correct and retrain: paint the predicted mask, then fine-tune the model on the corrections.
+
+The predicted mask is a Labels layer in the annotation convention, so napari's
+paint, fill and erase tools correct it in place (1 = membrane, 2 = interior,
+0 = not annotated). Every slice painted is added to the list of corrected
+slices (kept in the layer's metadata, see `session`); the user may add or
+remove slices by hand. Retrain fine-tunes the current model with
+`napari_unet.train.train` on the corrected slices and every slice of the
+original annotation (`napari_unet.labels.retraining_labels`), in the background.
+"""
+
+import re
+from pathlib import Path
+
+import napari
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, LineEdit, SpinBox
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..checkpoint import load_model
+from ..config import Config
+from ..errors import InputError
+from ..labels import annotated_slices, retraining_labels, to_annotation
+from ..train import Event, Progress, TrainingError, TrainResult, last_path_for, train
+from ..validate import check_pair
+from .plot import PlotWidget
+from .prediction import MARK, MASK
+from .progress import Smoother, describe_step, describe_validation
+from .session import corrected_slices, painted_slices, session, set_corrected_slices
+from .training_form import PREVIEW, device_choices, parse_number
+from .worker import JobFailed, start_job
+
+RETRAINED = re.compile(r"-retrained(-\d+)?$")
+
+
+def retrained_path(model: Path) -> Path:
+    """Return a free file name for a model retrained from ``model``.
+
+    ``model.pt`` gives ``model-retrained.pt``, then ``model-retrained-2.pt``, ...
+    A name is free when neither it nor its ``.last`` sibling exists.
+    """
+    stem = RETRAINED.sub("", model.stem)
+    for n in range(1, 10_000):
+        path = model.with_name(f"{stem}-retrained{'' if n == 1 else f'-{n}'}{model.suffix}")
+        if not path.exists() and not last_path_for(path).exists():
+            return path
+    raise InputError(f"no free file name for a retrained model next to {model}")
+
+
+def _layers(viewer, kind, *, predicted: bool | None = None):
+    """Choices callback: layers of ``kind``, only (or never) those the plugin predicted."""
+    def choices(_widget):
+        return [ly for ly in viewer.layers if isinstance(ly, kind)
+                and ly.metadata.get("napari-unet") != PREVIEW
+                and (predicted is None or (MARK in ly.metadata) == predicted)]
+    return choices
+
+
+class CorrectWidget(QWidget):
+    """Track the slices corrected on a mask and fine-tune the model on them.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    parent : QWidget, optional
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._viewer = viewer
+        self._worker = None
+        self._mask_layer = None
+        self._output: Path | None = None
+        self._stopped = False
+        self._smoother = Smoother()
+        self.form = self._make_form(viewer)
+        self.slices = QListWidget()
+        self.slices.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
+        self.slices.setMaximumHeight(110)
+        self.summary, self.status, self.progress = QLabel(""), QLabel(""), QProgressBar()
+        self.summary.setWordWrap(True)
+        self.status.setWordWrap(True)
+        self.plot = PlotWidget(xlabel="step", ylabel="loss", right_label="V_rand")
+        self.plot.add_series("train loss", "#4fa3e0")
+        self.plot.add_series("V_rand", "#6cc070", axis="right", points=True)
+        self.plot.setMinimumHeight(160)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addWidget(QLabel("corrected slices (painting adds the slice):"))
+        layout.addWidget(self.slices)
+        layout.addLayout(self._slice_buttons())
+        layout.addWidget(self.summary)
+        layout.addLayout(self._run_buttons())
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.plot, stretch=1)
+        self.mask_layer.changed.connect(self._on_mask_chosen)
+        self.original.changed.connect(self._update_summary)
+        self.model.changed.connect(self._on_model_chosen)
+        current = session(viewer)
+        current.model_changed.connect(self._follow_model)
+        self.reset_choices()
+        if current.model is not None:
+            self._follow_model(current.model)
+        self._set_running(False)
+
+    # --- construction ----------------------------------------------------------------
+
+    def _make_form(self, viewer) -> Container:
+        Image, Labels = napari.layers.Image, napari.layers.Labels
+        self.image_layer = ComboBox(label="image", choices=_layers(viewer, Image, predicted=False))
+        self.mask_layer = ComboBox(label="mask", choices=_layers(viewer, Labels), nullable=True,
+                                   tooltip="the predicted mask you correct (1 = membrane, "
+                                   "2 = interior, 0 = not annotated)")
+        self.original = ComboBox(label="original labels", nullable=True,
+                                 choices=_layers(viewer, Labels, predicted=False),
+                                 tooltip="the first annotation: its slices stay in training")
+        self.model = FileEdit(label="model", mode="r", filter="*.pt", nullable=True,
+                              tooltip="the model to fine-tune (the current model)")
+        self.output = FileEdit(label="save to", mode="w", filter="*.pt", nullable=True,
+                               tooltip="the retrained model (a new file: nothing is replaced)")
+        self.epochs = SpinBox(label="epochs", value=20, min=1, max=100_000)
+        self.minutes = FloatSpinBox(label="minutes", value=5, min=0, max=100_000,
+                                    tooltip="time budget (∞: none); stops cleanly and saves")
+        self.minutes.native.setSpecialValueText("∞")
+        self.lr = LineEdit(label="learning rate", value="",
+                           tooltip="empty: the model's own learning rate")
+        self.lr.native.setPlaceholderText("the model's")
+        self.device = ComboBox(label="device", choices=device_choices(), value="auto")
+        return Container(widgets=[self.image_layer, self.mask_layer, self.original, self.model,
+                                  self.output, self.epochs, self.minutes, self.lr, self.device])
+
+    def _slice_buttons(self) -> QHBoxLayout:
+        self.add_button = QPushButton("Add current slice")
+        self.remove_button = QPushButton("Remove selected")
+        self.add_button.clicked.connect(self.add_current_slice)
+        self.remove_button.clicked.connect(self.remove_selected)
+        row = QHBoxLayout()
+        row.addWidget(self.add_button)
+        row.addWidget(self.remove_button)
+        return row
+
+    def _run_buttons(self) -> QHBoxLayout:
+        self.retrain_button = QPushButton("Retrain")
+        self.retrain_button.setToolTip("fine-tune the model on the corrected and the originally "
+                                       "annotated slices")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("stop after the current step; the last model is saved")
+        self.retrain_button.clicked.connect(self.retrain)
+        self.stop_button.clicked.connect(self.stop)
+        row = QHBoxLayout()
+        row.addWidget(self.retrain_button)
+        row.addWidget(self.stop_button)
+        return row
+
+    # --- corrected slices ------------------------------------------------------------
+
+    @property
+    def corrected(self) -> list[int]:
+        """The slices of the mask marked as corrected."""
+        return corrected_slices(self._mask_layer)
+
+    def set_corrected(self, slices) -> None:
+        """Mark exactly these slices of the mask as corrected."""
+        if self._mask_layer is None:
+            raise InputError("choose the mask layer first (Prediction makes one)")
+        set_corrected_slices(self._mask_layer, slices)
+        self._show_slices()
+
+    def add_current_slice(self) -> None:
+        """Mark the slice shown in the viewer as corrected."""
+        layer = self._mask_layer
+        if layer is None:
+            self._report_error(InputError("choose the mask layer first (Prediction makes one)"))
+            return
+        z = 0
+        if layer.ndim == 3:
+            z = int(np.clip(np.round(layer.world_to_data(self._viewer.dims.point)[0]),
+                            0, layer.data.shape[0] - 1))
+        self.set_corrected([*self.corrected, z])
+
+    def remove_selected(self) -> None:
+        """Unmark the slices selected in the list."""
+        chosen = {int(item.text().split()[-1]) for item in self.slices.selectedItems()}
+        if self._mask_layer is not None:
+            self.set_corrected([z for z in self.corrected if z not in chosen])
+
+    def _on_paint(self, event) -> None:
+        layer = self._mask_layer
+        if layer is not None:
+            self.set_corrected(set(self.corrected) | painted_slices(event.value, layer.ndim))
+
+    def _on_mask_chosen(self, layer) -> None:
+        if self._mask_layer is not None:
+            self._mask_layer.events.paint.disconnect(self._on_paint)
+        self._mask_layer = layer
+        if layer is not None:
+            layer.events.paint.connect(self._on_paint)
+        self._show_slices()
+
+    def _show_slices(self) -> None:
+        self.slices.clear()
+        self.slices.addItems([f"slice {z}" for z in self.corrected])
+        self._update_summary()
+
+    def _update_summary(self, *_) -> None:
+        original = self.original.value
+        annotated = set()
+        if original is not None and isinstance(original.data, np.ndarray):
+            try:
+                annotated = set(annotated_slices(to_annotation(original.data)))
+            except InputError:
+                pass
+        corrected = set(self.corrected)
+        both = len(corrected | annotated)
+        self.summary.setText(f"Retrain uses {both} slice(s): {len(corrected)} corrected, "
+                             f"{len(annotated - corrected)} more from the original labels.")
+
+    # --- model -----------------------------------------------------------------------
+
+    def _follow_model(self, path: Path) -> None:
+        self.model.value = path
+
+    def _on_model_chosen(self, *_) -> None:
+        path = self.model.value
+        if path is None or str(path) in ("", ".") or not Path(path).is_file():
+            return
+        try:
+            self.output.value = retrained_path(Path(path))
+        except InputError as err:
+            self._report_error(err)
+
+    # --- running ---------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether a retraining is in progress."""
+        return self._worker is not None
+
+    def reset_choices(self, *_) -> None:
+        """Refresh the layer lists; pick the predicted mask and the original labels."""
+        self.form.reset_choices()
+        masks = [ly for ly in self.mask_layer.choices if ly is not None]
+        if self.mask_layer.value is None and masks:
+            predicted = [ly for ly in masks if ly.name == MASK]
+            self.mask_layer.value = (predicted or masks)[0]
+        originals = [ly for ly in self.original.choices
+                     if ly is not None and ly is not self.mask_layer.value]
+        if self.original.value is None and originals:
+            self.original.value = originals[0]
+        if self.mask_layer.value is not self._mask_layer:
+            self._on_mask_chosen(self.mask_layer.value)
+
+    def retrain(self) -> None:
+        """Fine-tune the model on the corrected and the originally annotated slices."""
+        if self._worker is not None:
+            message = "retraining is already running: stop it before starting again"
+            self.status.setText(message)
+            show_info(message)
+            return
+        try:
+            image, labels, init, output, config = self._read_job()
+        except InputError as err:
+            self._report_error(err)
+            return
+        self._output, self._stopped = output, False
+        self._smoother = Smoother()
+        self.plot.clear()
+        self.progress.setValue(0)
+        self.status.setText(f"retraining on {len(annotated_slices(labels))} slices…")
+        self._worker = start_job(train, image, labels, config, output=output, init=init,
+                                 connect={"yielded": self._on_progress,
+                                          "returned": self._on_trained,
+                                          "errored": self._on_error,
+                                          "finished": self._on_finished})
+        self._set_running(True)
+
+    def _read_job(self):
+        """Copy the data and freeze the settings, on the main thread."""
+        if self.image_layer.value is None:
+            raise InputError("choose the image layer")
+        if self._mask_layer is None:
+            raise InputError("choose the mask layer (Prediction makes one)")
+        image = np.array(self.image_layer.value.data)
+        original = self.original.value
+        labels = retraining_labels(np.array(self._mask_layer.data), self.corrected,
+                                   None if original is None else np.array(original.data))
+        check_pair(image, labels)
+        init = self.model.value
+        if init is None or not Path(init).is_file():
+            raise InputError(f"model: choose an existing model file to fine-tune (got {init})")
+        output = self.output.value
+        if output is None or str(output) in ("", "."):
+            raise InputError("save to: name a file for the retrained model")
+        output = Path(output).expanduser()
+        if output.exists() or last_path_for(output).exists():
+            raise InputError(f"{output} exists: choose a new file (nothing is replaced)")
+        if not output.parent.is_dir():
+            raise InputError(f"save to: {output.parent}: no such folder")
+        base = load_model(init).config
+        return image, labels, Path(init), output, self._config(base)
+
+    def _config(self, base: Config) -> Config:
+        """Return the model's own settings with this form's budget, learning rate and device."""
+        train = {"epochs": self.epochs.value, "minutes": self.minutes.value or None,
+                 "device": self.device.value, "val_slices": None}
+        if self.lr.value.strip():
+            train["lr"] = parse_number(self.lr.value, "learning rate")
+        return base.replace(train=train)
+
+    def stop(self) -> None:
+        """Stop after the current step; the last model is saved."""
+        if self._worker is not None:
+            self._worker.quit()
+            self._stopped = True
+            self.status.setText("stopping after the current step…")
+
+    def _set_running(self, running: bool) -> None:
+        self.retrain_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+
+    def _on_progress(self, p: Progress) -> None:
+        self.progress.setMaximum(p.total_steps)
+        self.progress.setValue(p.step)
+        if p.event is Event.STEP:
+            self.plot.append("train loss", p.step, self._smoother.add(p.loss))
+            self.status.setText(describe_step(p))
+            return
+        self.plot.append("V_rand", p.step, p.metrics.get("v_rand"))
+        self.status.setText(describe_validation(p.metrics))
+
+    def _on_trained(self, result: TrainResult) -> None:
+        self.progress.setValue(self.progress.maximum())
+        message = f"retrained ({result.reason}): {result.best_path} is now the current model"
+        session(self._viewer).set_model(result.best_path)
+        self.status.setText(message + "; predict again to see it")
+        show_info(message)
+
+    def _on_error(self, err: Exception) -> None:
+        self._report_error(err.__cause__ if isinstance(err, JobFailed) else err)
+
+    def _report_error(self, err: Exception) -> None:
+        known = isinstance(err, InputError | TrainingError)
+        message = str(err) if known else f"{type(err).__name__}: {err}"
+        self.status.setText(f"error: {message}")
+        show_error(message)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._set_running(False)
+        if self._stopped and self._output is not None:
+            last = last_path_for(self._output)
+            kept = self._output if self._output.is_file() else last
+            if kept.is_file():
+                session(self._viewer).set_model(kept)
+            self.status.setText(f"stopped: the last model is in {last}; the current model is "
+                                f"{kept}")
+
+    def closeEvent(self, event) -> None:
+        """Stop a running retraining when the widget closes (the last model is kept)."""
+        self.stop()
+        super().closeEvent(event)
