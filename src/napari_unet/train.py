@@ -435,12 +435,12 @@ def _loop(run: _Run) -> Generator[Progress, None, str]:
     setup, st, t = run.setup, run.state, run.setup.config.train
     start_time, start_step = time.monotonic(), st.step
     generator = torch.Generator().manual_seed(t.seed)
-    rate = 0.0
-    while st.epoch < t.epochs:
+    rate, reason = 0.0, "epochs"
+    while st.epoch < t.epochs and reason == "epochs":
         setup.samples.epoch = st.epoch
         setup.model.train()
         batches = iter(make_loader(setup, st.position, generator))
-        while st.position < len(setup.samples):
+        while st.position < len(setup.samples) and reason == "epochs":
             tic = time.monotonic()
             loss, tiles = update(setup, run.optimizer, batches)
             if not math.isfinite(loss):
@@ -460,13 +460,14 @@ def _loop(run: _Run) -> Generator[Progress, None, str]:
             yield Progress(Event.STEP, st.epoch, t.epochs, st.step, run.total_steps, loss,
                            run.optimizer.param_groups[0]["lr"], rate, eta)
             if t.minutes is not None and time.monotonic() - start_time >= 60 * t.minutes:
-                return "time budget"
-            if time.monotonic() - run.last_save >= 60 * t.checkpoint_minutes:
+                reason = "time budget"  # validate once more, so the best model is on disk
+            elif time.monotonic() - run.last_save >= 60 * t.checkpoint_minutes:
                 run.save_last()
         train_loss = st.epoch_loss_sum / max(1, st.epoch_updates)
-        st.epoch, st.position, st.epoch_loss_sum, st.epoch_updates = st.epoch + 1, 0, 0.0, 0
-        if st.epoch % t.val_every and st.epoch < t.epochs:
-            continue
+        if reason == "epochs":  # a whole epoch is done
+            st.epoch, st.position, st.epoch_loss_sum, st.epoch_updates = st.epoch + 1, 0, 0.0, 0
+            if st.epoch % t.val_every and st.epoch < t.epochs:
+                continue
         record, preview = validate(setup)
         record = {"epoch": st.epoch, "step": st.step, "train_loss": train_loss, **record,
                   "lr": run.optimizer.param_groups[0]["lr"],
@@ -479,7 +480,7 @@ def _loop(run: _Run) -> Generator[Progress, None, str]:
                        preview_slice=setup.val_slices[0] if setup.val_slices else None)
         if stop:
             return "early stopping"
-    return "epochs"
+    return reason
 
 
 def update(setup: Setup, optimizer, batches) -> tuple[float, int]:

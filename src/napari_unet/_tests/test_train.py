@@ -61,11 +61,15 @@ def test_early_stopping(isbi_small, tiny_config):
     assert result.reason == "early stopping" and len(result.history) == 3
 
 
-def test_time_budget(isbi_small, tiny_config):
+def test_time_budget_validates_and_saves_the_best(isbi_small, tiny_config, tmp_path):
     image, labels = isbi_small
-    result = drain(train(image, labels, tiny_config.replace(train={"minutes": 0.0})))
+    config = tiny_config.replace(train={"minutes": 0.0})
+    result = drain(train(image, labels, config, output=tmp_path / "m.pt"))
     assert result.reason == "time budget"
     assert result.last.training_state["step"] == 1
+    assert result.last.training_state["epoch"] == 0  # mid-epoch: resume continues it
+    assert [r["step"] for r in result.history] == [1]
+    assert result.best_path.is_file() and result.last_path.is_file()
 
 
 def test_nan_loss_stops_and_keeps_the_best(isbi_small, tiny_config, tmp_path):

@@ -340,8 +340,9 @@ class CorrectWidget(QWidget):
 
     def _on_trained(self, result: TrainResult) -> None:
         self.progress.setValue(self.progress.maximum())
-        message = f"retrained ({result.reason}): {result.best_path} is now the current model"
-        session(self._viewer).set_model(result.best_path)
+        best = result.best_path if result.best_path.is_file() else result.last_path
+        message = f"retrained ({result.reason}): {best} is now the current model"
+        session(self._viewer).set_model(best)
         self.status.setText(message + "; predict again to see it")
         show_info(message)
 
