@@ -249,10 +249,10 @@ class CorrectWidget(QWidget):
     def reset_choices(self, *_) -> None:
         """Refresh the layer lists; pick the predicted mask and the original labels."""
         self.form.reset_choices()
-        masks = [ly for ly in self.mask_layer.choices if ly is not None]
-        if self.mask_layer.value is None and masks:
-            predicted = [ly for ly in masks if ly.name == MASK]
-            self.mask_layer.value = (predicted or masks)[0]
+        predicted = [ly for ly in self.mask_layer.choices
+                     if ly is not None and ly.metadata.get(MARK) == MASK]
+        if self.mask_layer.value is None and predicted:  # the Prediction widget's mask
+            self.mask_layer.value = predicted[0]
         originals = [ly for ly in self.original.choices
                      if ly is not None and ly is not self.mask_layer.value]
         if self.original.value is None and originals:

@@ -30,6 +30,7 @@ from ..lr_find import LRResult, LRStep, lr_find
 from ..train import Event, Progress, TrainingError, TrainResult, last_path_for, train
 from .plot import PlotWidget
 from .progress import Smoother, describe_step, describe_validation
+from .session import session
 from .training_form import PREVIEW, TrainingForm, first_validation_slice
 from .worker import JobFailed, start_job
 
@@ -255,6 +256,8 @@ class TrainingWidget(QWidget):
 
     def _on_trained(self, result: TrainResult) -> None:
         self.progress.setValue(self.progress.maximum())
+        if result.best_path is not None and result.best_path.is_file():
+            session(self._viewer).set_model(result.best_path)  # Prediction etc. follow it
         message = (f"finished ({result.reason}): best model {result.best_path}, "
                    f"last model {result.last_path}")
         self.status.setText(message)
