@@ -129,3 +129,22 @@ def test_retrained_path_never_names_an_existing_file(tmp_path):
     assert retrained_path(model).name == "m-retrained-2.pt"
     last_path_for(tmp_path / "m-retrained-2.pt").touch()
     assert retrained_path(tmp_path / "m-retrained.pt").name == "m-retrained-3.pt"
+
+
+@pytest.mark.parametrize("how", ["stop", "close widget"])
+def test_stop_or_close_keeps_the_last_model(widget, viewer, model_path, qtbot, how):
+    widget.model.value = model_path
+    widget.epochs.value = 500
+    widget.set_corrected([1])
+    widget.retrain()
+    worker = widget._worker
+    qtbot.waitUntil(lambda: widget.progress.value() >= 2, timeout=30_000)
+    if how == "stop":
+        widget.stop()
+        qtbot.waitUntil(lambda: not widget.running, timeout=1_000)  # within a second
+        assert widget.status.text().startswith("stopped: the last model is in")
+    else:
+        viewer.window.remove_dock_widget(widget)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=5_000)
+    last = last_path_for(model_path.with_name("m-retrained.pt"))
+    assert last.is_file() and load_model(last).training_state["step"] >= 2

@@ -32,6 +32,7 @@ from ..errors import InputError
 from ..labels import annotated_slices, retraining_labels, to_annotation
 from ..train import Event, Progress, TrainingError, TrainResult, last_path_for, train
 from ..validate import check_pair
+from .closing import StopsWhenClosed
 from .plot import PlotWidget
 from .prediction import MARK, MASK
 from .progress import Smoother, describe_step, describe_validation
@@ -65,7 +66,7 @@ def _layers(viewer, kind, *, predicted: bool | None = None):
     return choices
 
 
-class CorrectWidget(QWidget):
+class CorrectWidget(StopsWhenClosed, QWidget):
     """Track the slices corrected on a mask and fine-tune the model on them.
 
     Parameters
@@ -366,7 +367,3 @@ class CorrectWidget(QWidget):
             self.status.setText(f"stopped: the last model is in {last}; the current model is "
                                 f"{kept}")
 
-    def closeEvent(self, event) -> None:
-        """Stop a running retraining when the widget closes (the last model is kept)."""
-        self.stop()
-        super().closeEvent(event)

@@ -21,6 +21,7 @@ from ..errors import InputError
 from ..labels import LABEL_COLORS
 from ..postprocess import cell_labels, membrane_mask
 from ..predict import PredictProgress, predict
+from .closing import StopsWhenClosed
 from .session import corrected_slices, session
 from .worker import JobFailed, start_job
 
@@ -73,7 +74,7 @@ def prediction_job(model, unit_image, normalization, *, threshold: float,
     return Prediction(prob, membrane_mask(prob, threshold=threshold), cells)
 
 
-class PredictionWidget(QWidget):
+class PredictionWidget(StopsWhenClosed, QWidget):
     """Predict membranes with a model file and show probability, mask and cells layers.
 
     Parameters
@@ -298,7 +299,3 @@ class PredictionWidget(QWidget):
         self._worker = None
         self._set_running(False)
 
-    def closeEvent(self, event) -> None:
-        """Stop a running prediction when the widget closes."""
-        self.stop()
-        super().closeEvent(event)
