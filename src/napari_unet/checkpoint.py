@@ -64,7 +64,7 @@ class ModelFile:
         text = f"depth {m.depth}, width {m.base_channels}, {m.padding} padding"
         if self.history:
             last = self.history[-1]
-            text += f"; {last.get('epoch', '?')} epoch(s)"
+            text += f"; trained {last.get('step', '?')} steps"
             scores = [r["v_rand"] for r in self.history if r.get("v_rand") is not None]
             if scores:
                 text += f", best V_rand {max(scores):.3f}"

@@ -94,3 +94,13 @@ def test_threshold_comes_from_the_latest_validation():
     model.history.append({"epoch": 2, "threshold": 0.7})
     model.history.append({"epoch": 3})
     assert model.threshold == 0.7
+
+
+def test_describe_names_network_training_and_threshold():
+    model = model_file()
+    m = model.config.model
+    assert model.describe() == (f"depth {m.depth}, width {m.base_channels}, {m.padding} padding; "
+                                "threshold 0.50")
+    model.history += [{"step": 40, "v_rand": 0.8, "threshold": 0.6},
+                      {"step": 80, "v_rand": 0.7, "threshold": 0.7}]
+    assert model.describe().endswith("; trained 80 steps, best V_rand 0.800; threshold 0.70")
