@@ -98,6 +98,7 @@ def test_threshold_comes_from_the_latest_validation():
 
 def test_describe_names_network_training_and_threshold():
     model = model_file()
+    model.history.clear()
     m = model.config.model
     assert model.describe() == (f"depth {m.depth}, width {m.base_channels}, {m.padding} padding; "
                                 "threshold 0.50")
