@@ -180,3 +180,11 @@ def test_plot_ticks():
     assert nice_ticks(3, 1234, count=4) == [500, 1000]
     assert log_ticks(1e-6, 10) == pytest.approx([10.0**e for e in range(-6, 2)])
     assert tick_label(1e-4, log=True) == "1e-4" and tick_label(0.25) == "0.25"
+
+
+def test_cpu_settings_fill_the_form(widget):
+    widget.form.cpu_button.click()
+    config = widget.form.config()
+    assert (config.model.base_channels, config.train.tile, config.train.batch_size) == (16, 196, 2)
+    assert config.train.lr == 0.005 and config.train.minutes == 45
+    assert config.model.depth == 5 and config.train.epochs == 2  # epochs: as the form had
