@@ -9,6 +9,11 @@ first slices, with the ratio; one full-image distance transform as a yardstick o
 the machine's speed; and the peak extra memory of each method on one slice.
 Wall-clock and CPU (thread) times are both shown: on a shared machine the CPU
 time is the steadier figure. Numerical libraries are held to one thread.
+
+The first call of a process also loads numba and the compiled passes of the weight
+map; that cost is printed apart, not in the median: once in a fresh process with
+an empty numba cache (the JIT compile, paid once per machine), then again with
+that cache filled.
 """
 
 import os
@@ -20,6 +25,9 @@ os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 import argparse
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 
@@ -71,6 +79,27 @@ def timed(function, *args, repeat: int = 1) -> tuple[float, float]:
     return min(wall), min(cpu)
 
 
+FIRST_CALL = """
+import time
+import numpy as np
+from napari_unet.weights import weight_map
+mask = np.ones((64, 64), bool)
+mask[:, 30:34] = False
+start = time.perf_counter()
+weight_map(mask)
+print(time.perf_counter() - start)
+"""
+
+
+def first_call_seconds(cache_dir: str) -> float:
+    """Seconds of the first `weight_map` call of a fresh process using ``cache_dir``."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+    run = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL], env=env, capture_output=True, text=True, check=True
+    )
+    return float(run.stdout)
+
+
 def peak_memory(function, *args) -> float:
     """Peak bytes allocated while ``function`` runs, beyond what existed before."""
     tracemalloc.start()
@@ -98,6 +127,13 @@ def main() -> None:
     fast_cpu = [cpu for _, cpu in fast]
     edt = timed(ndi.distance_transform_edt, ~masks[0], repeat=args.repeat)
     print(f"ISBI 2012 slices {picks.tolist()}, 512 x 512, w0={W0}, sigma={SIGMA}, one thread")
+    with tempfile.TemporaryDirectory() as cache_dir:
+        compile_time, cached_time = (first_call_seconds(cache_dir) for _ in range(2))
+    print(
+        f"first call of a process (not in the median): {1e3 * compile_time:.0f} ms with an "
+        f"empty numba cache (JIT compile, once per machine), {1e3 * cached_time:.0f} ms with "
+        "the cache (import numba, load)"
+    )
     print(
         f"fast  weight_map: median {1e3 * statistics.median(fast_wall):7.1f} ms wall, "
         f"{1e3 * statistics.median(fast_cpu):7.1f} ms CPU per slice "

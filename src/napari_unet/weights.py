@@ -14,19 +14,24 @@ How the distances are computed
 ------------------------------
 Cells are labelled with OpenCV's connected components (4-connectivity, the
 same partition as ``scipy.ndimage.label``). The naive method runs one
-Euclidean distance transform per cell. Here the two
-nearest distinct cells of every pixel come from a separable transform instead:
-pass 1 finds, along each row, the nearest cell and the nearest *other* cell of
-every pixel (exact, from the runs of interior pixels); pass 2 looks up and down
-each column from the non-interior pixels only and keeps the two smallest
-distances to distinct cells, stopping as soon as no row further away can be
-closer. Keeping two distinct cells per row is enough for the second-nearest
-cell to be exact, in the same way as one per row is enough for the ordinary
-distance transform. The border term is cut off where d1 + d2 >= TRUNCATE *
-sigma, which bounds the search and changes w by at most w0 * exp(-18).
+Euclidean distance transform per cell. Here the two nearest distinct cells of
+every pixel come from a separable transform instead: pass 1 finds, along each
+row, the nearest cell and the nearest *other* cell of every pixel (exact, from
+the runs of interior pixels); pass 2 looks up and down each column from the
+non-interior pixels only and keeps the two smallest distances to distinct
+cells, stopping as soon as no row further away can be closer. Keeping two
+distinct cells per row is enough for the second-nearest cell to be exact, in
+the same way as one per row is enough for the ordinary distance transform.
+The border term is cut off where d1 + d2 >= TRUNCATE * sigma, which bounds the
+search and changes w by at most w0 * exp(-18).
+
+Both passes are plain loops over pixels, compiled by numba on first use and
+cached on disk (see `_compiled_passes`); they stay runnable as Python.
 """
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -207,7 +212,7 @@ def _add_border_term(
 ) -> None:
     """Add eq. 2's border term to ``weights`` at the flat indices ``pixels``, in place.
 
-    ``pixels`` must all be outside the interior.
+    ``pixels`` must all be outside the interior, in increasing order.
     """
     if w0 == 0 or not pixels.size:
         return
@@ -215,7 +220,7 @@ def _add_border_term(
     if n_cells < 2:
         return
     cutoff = TRUNCATE * sigma
-    sq1, sq2 = _two_nearest_cells(cells, n_cells, pixels, cutoff=cutoff)
+    sq1, sq2 = _two_nearest_cells(cells, pixels, cutoff=cutoff)
     d = np.sqrt(sq1, dtype=np.float32)
     d += np.sqrt(sq2, dtype=np.float32)
     term = np.exp(d * d * np.float32(-0.5 / sigma**2))
@@ -231,261 +236,206 @@ def _label_cells(interior: np.ndarray) -> tuple[np.ndarray, int]:
     return cells, count - 1
 
 
-_BATCH = 1 << 14
-"""Pixels times rows below which pass 2 merges all remaining rows at once."""
+# Keys pack a squared distance and a cell: ``key = squared_distance << 32 | cell``.
+# Comparing keys compares distances first, and two keys hold the same cell when
+# their low 32 bits agree.
+_CELL_BITS = 32
+_CELL_MASK = (1 << _CELL_BITS) - 1
+_OUT = 1 << 62
+"""Set on a key to put it out of the running: above every key."""
 
-_COMPACT = 0.5
-"""Fraction of pixels still going below which pass 2 drops the finished ones."""
+_MAX_REACH = 23_169
+"""Farthest distance measured, in pixels.
+
+Pass 2 adds squared distances up to 2 * (_MAX_REACH + 1)**2 < 2**30, so keys
+stay below _OUT.
+"""
 
 
-@dataclass(frozen=True)
-class _Keys:
-    """Packing of (squared distance, cell) pairs into sortable integers.
+@functools.cache
+def _compiled_passes() -> tuple[Callable, Callable]:
+    """Compile the two passes with numba, on first use.
 
-    ``key = squared_distance << label_bits | cell``: comparing keys compares
-    distances first, and two keys hold the same cell when their low bits agree.
-    Squared distances saturate at ``cap`` (beyond the cut-off, where their value
-    no longer matters), which keeps keys in 32 bits for most images.
+    numba is imported here rather than with this module, which the
+    configuration imports, so ``import napari_unet`` stays light.
+    ``cache=True`` keeps the machine code on disk: the compile cost (a few
+    seconds) is paid once per machine. ``nogil=True`` lets a napari worker
+    thread run the passes beside the GUI. The helpers that the passes call are
+    registered with numba first; they stay plain Python functions.
     """
+    import numba
 
-    dtype: type
-    label_bits: int
-    cap: int
-
-    @classmethod
-    def for_image(cls, n_cells: int, cap: int) -> "_Keys":
-        label_bits = (n_cells + 2).bit_length()
-        bits = label_bits + (2 * cap).bit_length()
-        return cls(np.int32 if bits <= 30 else np.int64, label_bits, cap)
-
-    @property
-    def same_cell_flag(self) -> int:
-        """A bit above every key, to push a candidate out of the running."""
-        return 1 << (30 if self.dtype is np.int32 else 62)
-
-    def saturated(self, cell: int) -> int:
-        """Return the key of ``cell`` at the cap (farther than the reach)."""
-        return self.cap << self.label_bits | cell
-
-    def pack(self, distance: np.ndarray, cell: np.ndarray, out: np.ndarray) -> None:
-        """Pack 1D distances (clipped to 0..sqrt(cap)) and cells into ``out``.
-
-        ``distance`` is overwritten.
-        """
-        np.clip(distance, 0, math.isqrt(self.cap), out=distance)
-        np.multiply(distance, distance, out=distance)
-        np.left_shift(distance, self.label_bits, out=out, dtype=self.dtype)
-        np.add(out, cell, out=out, dtype=self.dtype)
-
-    def squared_distance(self, keys: np.ndarray) -> np.ndarray:
-        return keys >> self.label_bits
+    for helper in (_key, _merge, _find_runs, _other_cell_runs):
+        numba.extending.register_jitable(helper)
+    jit = numba.njit(cache=True, nogil=True)
+    return jit(_row_pass), jit(_column_pass)
 
 
 def _two_nearest_cells(
-    cells: np.ndarray, n_cells: int, pixels: np.ndarray, *, cutoff: float
+    cells: np.ndarray, pixels: np.ndarray, *, cutoff: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Measure the squared distances from pixels to their nearest and second-nearest cell.
 
     Parameters
     ----------
     cells : (Y, X) int32 ndarray
-        Cells labelled 1..n_cells, 0 outside them.
-    n_cells : int
-        Number of cells.
+        Cells labelled 1..n, 0 outside them.
     pixels : (P,) ndarray
-        Flat indices of the pixels to measure, all outside the cells.
+        Flat indices of the pixels to measure, all outside the cells, in
+        increasing order.
     cutoff : float
-        Exact wherever d1 + d2 < ``cutoff``; elsewhere d1 and d2 are at least
-        the true values (saturating near ``cutoff``).
+        Exact wherever d1 + d2 < ``cutoff``; elsewhere d1 + d2 >= ``cutoff``.
+        Nothing beyond `_MAX_REACH` (23169 pixels) is measured: where both
+        the cut-off and the image diagonal exceed it (a sigma over 3861
+        pixels), the cut-off is 23169 instead.
 
     Returns
     -------
-    sq1, sq2 : (P,) ndarray
+    sq1, sq2 : (P,) int64 ndarray
         d1**2 and d2**2.
     """
     height, width = cells.shape
     # No distance in the image exceeds its diagonal: a shorter reach is exact.
-    reach = min(math.ceil(cutoff), math.ceil(math.hypot(height, width)))
-    margin = min(reach, height)
-    # `reach + 1` zero columns on the right: in the flattened array a cell in
-    # another row is then farther than the reach, so it cannot count.
-    stride = width + reach + 1
-    padded = np.zeros((height, stride), np.int32)
-    padded[:, :width] = cells
-    keys = _Keys.for_image(n_cells, cap=(reach + 1) ** 2)
-    # The row results, with `margin` rows above and below (pass 2 never leaves
-    # the arrays) that hold no cell within the reach.
-    size = (height + 2 * margin) * stride
-    image = slice(margin * stride, (margin + height) * stride)
-    first, second = np.empty(size, keys.dtype), np.empty(size, keys.dtype)
-    _row_pass(padded.ravel(), n_cells, keys, first[image], second[image])
-    for rows, cell in ((first, n_cells + 1), (second, n_cells + 2)):
-        rows[: image.start] = rows[image.stop :] = keys.saturated(cell)
-    start = pixels + (pixels // width) * (stride - width) + margin * stride
-    k1, k2 = _column_pass(first, second, start, stride, margin, keys)
-    return keys.squared_distance(k1), keys.squared_distance(k2)
+    reach = min(math.ceil(cutoff), math.ceil(math.hypot(height, width)), _MAX_REACH)
+    row_pass, column_pass = _compiled_passes()
+    keys = np.empty((height, width, 2), np.int64)
+    row_pass(np.ascontiguousarray(cells, np.int32), reach + 1, keys)
+    pixels = np.ascontiguousarray(pixels, np.int64)
+    sq1, sq2 = np.empty(len(pixels), np.int64), np.empty(len(pixels), np.int64)
+    column_pass(keys, pixels, reach, sq1, sq2)
+    return sq1, sq2
 
 
-def _row_pass(
-    flat: np.ndarray, n_cells: int, keys: _Keys, first: np.ndarray, second: np.ndarray
-) -> None:
+# The functions below are compiled by numba (see `_compiled_passes`).
+
+
+def _key(distance: int, far: int, cell: int) -> int:
+    """Pack a distance, capped at ``far``, and a cell into a key."""
+    return np.int64(min(distance, far)) ** 2 << _CELL_BITS | cell
+
+
+def _merge(first: int, second: int, other_first: int, other_second: int) -> tuple[int, int]:
+    """Merge two pairs of keys into the pair of the two nearest distinct cells.
+
+    Each pair holds two distinct cells, nearest first. The nearest of all is
+    the nearer of the two firsts; the second is the nearer of the two seconds
+    and of the farther first, the latter only if it is of another cell.
+    """
+    same = ((first ^ other_first) & _CELL_MASK) == 0
+    farther = max(first, other_first) | same * _OUT
+    return min(first, other_first), min(second, other_second, farther)
+
+
+def _row_pass(cells: np.ndarray, far: int, keys: np.ndarray) -> None:
     """Pass 1: the nearest cell and the nearest other cell of every pixel, along rows.
 
-    ``flat`` is the flattened label image, each row ending in zeros wide enough
-    that the runs of other rows lie beyond the reach. Writes into ``first`` and
-    ``second`` (as long as ``flat``) the keys of the nearest run and of the
-    nearest run of another cell, ordered so that ``first <= second``.
+    Parameters
+    ----------
+    cells : (Y, X) int32 ndarray
+        Cells labelled 1..n, 0 outside them.
+    far : int
+        Distances are capped at this value; cell 0 stands for no cell nearer.
+        Keys at the cap may come in any order: their value no longer matters.
+    keys : (Y, X, 2) int64 ndarray
+        Written: the keys of the nearest cell and of the nearest other cell
+        of each pixel in its row.
     """
-    size = flat.size
-    far = math.isqrt(keys.cap) + 1
-    index_type = np.int32 if size < 2**30 else np.int64
-    starts, ends, cell = _runs(flat, n_cells, far=far, index_type=index_type)
-    before, after = _other_cell_runs(cell)
-    # The pixels nearest to run j lie between the midpoints of its two gaps,
-    # [low, high); their distance to it is max(start - i, i - end, 0).
-    bounds = np.empty(len(cell) + 1, index_type)
-    bounds[0], bounds[-1] = 0, size
-    bounds[1:-1] = np.clip((ends[:-1] + starts[1:]) // 2 + 1, 0, size)
-    low, high = bounds[:-1], bounds[1:]
-    i = np.arange(size, dtype=index_type)
-    distance = np.repeat(starts, high - low)
-    np.subtract(distance, i, out=distance)
-    past_end = np.repeat(ends, high - low)
-    np.subtract(i, past_end, out=past_end)
-    np.maximum(distance, past_end, out=distance)
-    keys.pack(distance, np.repeat(cell, high - low), out=first)
-    # The nearest other cell is run `before` on the left or run `after` on the
-    # right, whichever is closer: split each stretch where they are equidistant.
-    left, right = ends[before], starts[after]
-    switch = np.clip((left + right) // 2 + 1, low, high)
-    halves = np.column_stack([switch - low, high - switch]).ravel()
-    distance = np.repeat(np.column_stack([left, right]).ravel(), halves)
-    np.subtract(i, distance, out=distance)
-    np.abs(distance, out=distance)
-    other = np.repeat(np.column_stack([cell[before], cell[after]]).ravel(), halves)
-    keys.pack(distance, other, out=second)
-    # Where both are equally far, order them by key, as `_merge` expects.
-    swap = np.flatnonzero(first > second)
-    first[swap], second[swap] = second[swap], first[swap]
+    height, width = cells.shape
+    start, end = np.empty(width + 2, np.int64), np.empty(width + 2, np.int64)
+    cell = np.empty(width + 2, np.int64)
+    before, after = np.empty(width + 2, np.int64), np.empty(width + 2, np.int64)
+    for y in range(height):
+        out = keys[y]
+        last = _find_runs(cells[y], far, start, end, cell)
+        _other_cell_runs(cell, last, before, after)
+        for j in range(last):
+            # Run j's pixels (the left sentinel has none): their cell, then the
+            # nearer of the runs of another cell on either side.
+            a, b = before[j], after[j]
+            for x in range(max(start[j], 0), end[j] + 1):
+                out[x, 0] = _key(0, far, cell[j])
+                out[x, 1] = min(_key(x - end[a], far, cell[a]), _key(start[b] - x, far, cell[b]))
+            # The gap after run j: the nearest two on the left merged with those on the right.
+            a, b = before[j], after[j + 1]
+            for x in range(max(end[j] + 1, 0), min(start[j + 1], width)):
+                out[x, 0], out[x, 1] = _merge(
+                    _key(x - end[j], far, cell[j]),
+                    _key(x - end[a], far, cell[a]),
+                    _key(start[j + 1] - x, far, cell[j + 1]),
+                    _key(start[b] - x, far, cell[b]),
+                )
 
 
-def _runs(
-    flat: np.ndarray, n_cells: int, *, far: int, index_type: type
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Find the runs of nonzero pixels: the first and last index and the cell of each.
+def _find_runs(
+    row: np.ndarray, far: int, start: np.ndarray, end: np.ndarray, cell: np.ndarray
+) -> int:
+    """Find the runs of cell pixels in a row; return the index of the last run.
 
-    A run of 4-connected labels in one row is one cell. A sentinel run ``far``
-    outside each end, with a cell of its own, gives every pixel a run on both
-    sides. ``flat`` must end with a zero.
+    Writes the first and last pixel and the cell of each run into ``start``,
+    ``end`` and ``cell``. The first and last runs are sentinels of no cell
+    (0), ``far`` beyond the ends of the row.
     """
-    inside = flat != 0
-    edges = np.flatnonzero(inside[1:] != inside[:-1]) + 1
-    if inside[0]:
-        edges = np.concatenate(([0], edges))
-    starts, stops = edges[0::2], edges[1::2]
-    size = flat.size
-    cell = np.concatenate(([n_cells + 1], flat[starts], [n_cells + 2]))
-    starts = np.concatenate(([-far], starts, [size - 1 + far]))
-    ends = np.concatenate(([-far], stops - 1, [size - 1 + far]))
-    return starts.astype(index_type), ends.astype(index_type), cell.astype(index_type)
+    start[0] = end[0] = -far
+    cell[0] = 0
+    count = 1
+    for x in range(len(row)):
+        if row[x]:
+            # Cells are 4-connected: pixels of two cells never touch in a row.
+            if x == 0 or not row[x - 1]:
+                start[count], cell[count] = x, row[x]
+                count += 1
+            end[count - 1] = x
+    start[count] = end[count] = len(row) - 1 + far
+    cell[count] = 0
+    return count
 
 
-def _other_cell_runs(cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Find the nearest run of another cell before and after each run."""
-    count = len(cell)
-    changes = np.flatnonzero(cell[1:] != cell[:-1])
-    first_of_block = np.zeros(count, np.intp)
-    first_of_block[changes + 1] = changes + 1
-    before = np.maximum(np.maximum.accumulate(first_of_block) - 1, 0)
-    last_of_block = np.full(count, count - 1, np.intp)
-    last_of_block[changes] = changes
-    after = np.minimum(np.minimum.accumulate(last_of_block[::-1])[::-1] + 1, count - 1)
-    return before, after
+def _other_cell_runs(cell: np.ndarray, last: int, before: np.ndarray, after: np.ndarray) -> None:
+    """Find the nearest run of another cell before and after each run (sentinels: themselves)."""
+    before[0] = 0
+    for j in range(1, last + 1):
+        before[j] = j - 1 if cell[j - 1] != cell[j] else before[j - 1]
+    after[last] = last
+    for j in range(last - 1, -1, -1):
+        after[j] = j + 1 if cell[j + 1] != cell[j] else after[j + 1]
 
 
 def _column_pass(
-    first: np.ndarray,
-    second: np.ndarray,
-    start: np.ndarray,
-    stride: int,
-    depth: int,
-    keys: _Keys,
-) -> tuple[np.ndarray, np.ndarray]:
+    keys: np.ndarray, pixels: np.ndarray, reach: int, sq1: np.ndarray, sq2: np.ndarray
+) -> None:
     """Pass 2: merge the row results of the rows above and below each pixel.
 
-    A row ``dy`` away adds ``dy**2`` to the squared distances it holds, so a
-    pixel is done once ``dy**2`` reaches its second-nearest distance, or ``dy``
-    reaches ``depth`` (the cut-off, or the image height). The few pixels left
-    after the first rows take all their remaining rows at once.
+    The rows ``dy`` above and below add ``dy**2`` to the squared distances they
+    hold, so the search stops as soon as ``dy**2`` reaches the second-nearest
+    squared distance found so far, or ``dy`` passes ``reach``. Keeping two
+    distinct cells per row is enough for the second-nearest cell to be exact,
+    as one per row is enough for the ordinary distance transform.
+
+    Parameters
+    ----------
+    keys : (Y, X, 2) int64 ndarray
+        The row results of `_row_pass`.
+    pixels : (P,) int64 ndarray
+        Flat indices of the pixels to measure, in increasing order.
+    reach : int
+        The farthest row searched.
+    sq1, sq2 : (P,) int64 ndarray
+        Written: the squared distances to the nearest and second-nearest cell.
     """
-    k1, k2 = first[start], second[start]
-    out1, out2 = np.empty_like(k1), np.empty_like(k2)
-    # Indices relative to `depth` rows up, so each row is a view: first[row:][at].
-    origin = depth * stride
-    todo, at = np.arange(len(start)), start - origin
-    for dy in range(1, depth):
-        going = k2 >= ((dy * dy + 1) << keys.label_bits)
-        count = np.count_nonzero(going)
-        if count < _COMPACT * len(at) or count * (depth - dy) <= _BATCH:
-            stop, go = np.flatnonzero(~going), np.flatnonzero(going)
-            done = todo[stop]
-            out1[done], out2[done] = k1[stop], k2[stop]
-            todo, at, k1, k2 = todo[go], at[go], k1[go], k2[go]
-        if count * (depth - dy) <= _BATCH:
-            rows = range(dy, depth)
-            k1, k2 = _merge_rows(first, second, at + origin, k1, k2, rows, stride, keys)
-            break
-        # The rows dy above and dy below are equally far: merge them first.
-        up, down = origin - dy * stride, origin + dy * stride
-        a1, a2 = first[up:][at], second[up:][at]
-        _merge(a1, a2, first[down:][at], second[down:][at], keys)
-        shift = keys.dtype((dy * dy) << keys.label_bits)
-        a1 += shift
-        a2 += shift
-        _merge(k1, k2, a1, a2, keys)
-    out1[todo], out2[todo] = k1, k2
-    return out1, out2
-
-
-def _merge_rows(
-    first: np.ndarray,
-    second: np.ndarray,
-    at: np.ndarray,
-    k1: np.ndarray,
-    k2: np.ndarray,
-    dys: range,
-    stride: int,
-    keys: _Keys,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Merge the rows ``dys`` above and below into (k1, k2) in one go."""
-    dy = np.array(dys)
-    offsets = np.concatenate([-dy, dy]) * stride
-    shifts = np.tile((dy * dy) << keys.label_bits, 2).astype(keys.dtype)
-    rows = at[:, None] + offsets
-    candidates = np.concatenate(
-        [k1[:, None], k2[:, None], first[rows] + shifts, second[rows] + shifts], axis=1
-    )
-    nearest = candidates.min(axis=1)
-    low = (1 << keys.label_bits) - 1
-    candidates[((candidates ^ nearest[:, None]) & low) == 0] = keys.same_cell_flag
-    return nearest, candidates.min(axis=1)
-
-
-def _merge(k1: np.ndarray, k2: np.ndarray, a1: np.ndarray, a2: np.ndarray, keys: _Keys) -> None:
-    """Merge the candidates (a1, a2) into the two nearest distinct cells (k1, k2), in place.
-
-    Both pairs are sorted by key and hold two distinct cells (or lie beyond the
-    reach), so the new second is the smallest of k2, a2 and the larger of k1,
-    a1, the latter only when it is of another cell than the new first.
-    ``a2`` is overwritten.
-    """
-    same = np.bitwise_xor(k1, a1)
-    np.bitwise_and(same, (1 << keys.label_bits) - 1, out=same)
-    np.minimum(k2, a2, out=k2)
-    loser = np.maximum(k1, a1, out=a2)
-    np.minimum(k1, a1, out=k1)
-    # Push the loser out of the running where it is of the same cell as the winner.
-    np.equal(same, 0, out=same, casting="unsafe")
-    np.left_shift(same, keys.same_cell_flag.bit_length() - 1, out=same)
-    np.bitwise_or(loser, same, out=loser)
-    np.minimum(k2, loser, out=k2)
+    height, width, _ = keys.shape
+    y = 0
+    for i in range(len(pixels)):
+        # The pixels come in order: find their row without a division.
+        while pixels[i] >= (y + 1) * width:
+            y += 1
+        x = pixels[i] - y * width
+        first, second = keys[y, x, 0], keys[y, x, 1]
+        dy = 1
+        while dy <= reach and dy * dy < second >> _CELL_BITS:
+            # Past the image edge, the edge row again: farther, so no change.
+            up, down = keys[max(y - dy, 0), x], keys[min(y + dy, height - 1), x]
+            row_first, row_second = _merge(up[0], up[1], down[0], down[1])
+            shift = dy * dy << _CELL_BITS
+            first, second = _merge(first, second, row_first + shift, row_second + shift)
+            dy += 1
+        sq1[i], sq2[i] = first >> _CELL_BITS, second >> _CELL_BITS

@@ -1,5 +1,7 @@
 import dataclasses
 import math
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -194,10 +196,10 @@ def test_distances_are_exact_within_the_cutoff(seed):
     rng = np.random.default_rng(100 + seed)
     interior = rng.random((30, 35)) < 0.45
     d1, d2, _ = naive_distances(interior)
-    cells, n_cells = weights._label_cells(interior)
+    cells, _ = weights._label_cells(interior)
     pixels = np.flatnonzero(~interior)
     cutoff = 9.5
-    sq1, sq2 = weights._two_nearest_cells(cells, n_cells, pixels, cutoff=cutoff)
+    sq1, sq2 = weights._two_nearest_cells(cells, pixels, cutoff=cutoff)
     d1, d2 = d1.ravel()[pixels], d2.ravel()[pixels]
     inside = d1 + d2 < cutoff
     np.testing.assert_array_equal(sq1[inside], np.round(d1[inside] ** 2))
@@ -222,37 +224,62 @@ def test_labels_are_the_4_connected_components(seed):
 
 @pytest.mark.parametrize(("seed", "sigma"), [(0, 2.5), (1, 4.0), (2, 6.0)])
 def test_matches_naive_on_larger_random_masks(seed, sigma):
-    # Big enough for pass 2 to drop finished pixels and to merge its last rows at once.
+    # Big enough for many cells, long searches and cells on every image edge.
     rng = np.random.default_rng(300 + seed)
     mask = ndi.binary_opening(rng.random((90, 70)) < 0.6)
     assert_matches(weight_map(mask, sigma=sigma), naive_weight_map(mask, sigma=sigma))
 
 
-def test_merging_rows_one_by_one_or_at_once_agrees(monkeypatch):
-    mask = np.random.default_rng(7).random((60, 50)) < 0.5
+def test_distances_are_exact_everywhere_without_a_cutoff():
+    # A cut-off beyond the image: the search reaches the image diagonal and no further.
+    interior = np.random.default_rng(7).random((60, 50)) < 0.4
+    d1, d2, _ = naive_distances(interior)
+    cells, _ = weights._label_cells(interior)
+    pixels = np.flatnonzero(~interior)
+    sq1, sq2 = weights._two_nearest_cells(cells, pixels, cutoff=1e9)
+    np.testing.assert_array_equal(sq1, np.round(d1.ravel()[pixels] ** 2))
+    np.testing.assert_array_equal(sq2, np.round(d2.ravel()[pixels] ** 2))
+
+
+def test_compiled_passes_agree_with_their_python_source():
+    interior = np.random.default_rng(8).random((30, 40)) < 0.5
+    cells, _ = weights._label_cells(interior)
+    pixels = np.flatnonzero(~interior)
+    reach = 12
     results = []
-    for batch in (0, weights._BATCH, 1 << 40):
-        monkeypatch.setattr(weights, "_BATCH", batch)
-        results.append(weight_map(mask, sigma=4.0))
-    np.testing.assert_array_equal(results[0], results[1])
-    np.testing.assert_array_equal(results[0], results[2])
+    for row_pass, column_pass in [
+        weights._compiled_passes(),
+        (weights._row_pass, weights._column_pass),
+    ]:
+        keys = np.empty((*cells.shape, 2), np.int64)
+        row_pass(cells, reach + 1, keys)
+        sq1, sq2 = np.empty(len(pixels), np.int64), np.empty(len(pixels), np.int64)
+        column_pass(keys, pixels, reach, sq1, sq2)
+        results.append((keys, sq1, sq2))
+    for compiled, python in zip(*results, strict=True):
+        np.testing.assert_array_equal(compiled, python)
 
 
-def test_64_bit_keys_give_the_same_result(monkeypatch):
-    mask = np.random.default_rng(8).random((50, 40)) < 0.5
-    narrow = weight_map(mask)
-    keys_for = weights._Keys.for_image.__func__
+def test_row_pass_finds_the_nearest_cell_and_the_nearest_other_cell():
+    cells = np.array([[1, 0, 0, 1, 0, 0, 2], [0, 0, 0, 0, 0, 0, 0]], np.int32)
+    far = 10
+    keys = np.empty((*cells.shape, 2), np.int64)
+    weights._compiled_passes()[0](cells, far, keys)
+    squared, cell = keys >> 32, keys & 0xFFFFFFFF
+    # Cell 1 twice in the row: the other cell is always cell 2, on the right.
+    np.testing.assert_array_equal(squared[0, :, 0], [0, 1, 1, 0, 1, 1, 0])
+    np.testing.assert_array_equal(cell[0, :, 0], [1, 1, 1, 1, 1, 2, 2])
+    np.testing.assert_array_equal(squared[0, :, 1], [36, 25, 16, 9, 4, 4, 9])
+    np.testing.assert_array_equal(cell[0, :, 1], [2, 2, 2, 2, 2, 1, 1])
+    # No cell in the row: every distance at the cap, of no cell.
+    np.testing.assert_array_equal(squared[1], far**2)
+    np.testing.assert_array_equal(cell[1], 0)
 
-    def wide(cls, n_cells, cap):
-        return dataclasses.replace(keys_for(cls, n_cells, cap), dtype=np.int64)
 
-    monkeypatch.setattr(weights._Keys, "for_image", classmethod(wide))
-    np.testing.assert_array_equal(weight_map(mask), narrow)
-
-
-def test_key_width_grows_with_cells_and_reach():
-    assert weights._Keys.for_image(200, cap=31**2).dtype is np.int32
-    assert weights._Keys.for_image(100_000, cap=301**2).dtype is np.int64
+def test_import_does_not_load_numba():
+    code = "import sys, napari_unet.weights, napari_unet.config; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 # --- analytic values on small literal arrays -------------------------------------------------
@@ -454,6 +481,7 @@ def test_config_defaults_are_the_papers():
 
 def test_memory_stays_bounded(isbi_labels):
     interior = isbi_labels[0] == INTERIOR
+    weight_map(interior)  # compile (or load) the passes outside the measurement
     tracemalloc.start()
     try:
         weight_map(interior)
