@@ -95,3 +95,27 @@ def test_second_run_is_refused(widget, model_path, qtbot):
     assert widget._worker is first and "already running" in widget.status.text()
     widget.stop()
     qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
+
+
+def test_lazy_layer_is_predicted_block_by_block_into_zarr(widget, model_path, qtbot, tmp_path,
+                                                           isbi_small):
+    import dask.array as da
+
+    viewer = widget._viewer
+    widget.model.value = model_path
+    run(qtbot, widget, widget.predict_stack)  # in memory, for reference
+    expected = viewer.layers[PROBABILITY].data.copy()
+    lazy = viewer.add_image(da.from_array(isbi_small[0], chunks=(1, 64, 64)), name="lazy em")
+    widget.reset_choices()
+    widget.image_layer.value = lazy
+    widget.volume_output.value = tmp_path / "p.zarr"
+    run(qtbot, widget, widget.predict_stack)
+    prob, mask = viewer.layers[-2], viewer.layers[-1]
+    assert isinstance(prob.data, da.Array) and isinstance(mask.data, da.Array)
+    assert (tmp_path / "p.zarr").is_dir()
+    np.testing.assert_allclose(np.asarray(prob.data), expected, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(mask.data), np.where(expected > 0.42, 1, 2))
+    assert "block by block" not in widget.status.text() and "p.zarr" in widget.status.text()
+    widget.predict_stack()  # the output exists now: refused, nothing replaced
+    assert not widget.running and "exists" in widget.errors[-1]
+    widget.errors.clear()

@@ -3,11 +3,16 @@
 The results go into three layers that later runs update in place, so a mask
 corrected by hand and the probabilities stay one stack layer each. Slices of the
 mask marked as corrected (see `session`) are never overwritten.
+
+A lazy layer (dask or zarr data, possibly larger than memory) is predicted block
+by block into a zarr folder (`napari_unet.volume.predict_volume`), and its
+probabilities and mask come back as lazy layers: nothing is loaded whole.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask.array as da
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
@@ -21,11 +26,15 @@ from ..errors import InputError
 from ..labels import LABEL_COLORS
 from ..postprocess import cell_labels, membrane_mask
 from ..predict import PredictProgress, predict
+from ..volume import predict_volume
 from .closing import StopsWhenClosed
 from .session import corrected_slices, session
 from .worker import JobFailed, start_job
 
 PROBABILITY, MASK = "membrane probability", "membrane mask"
+LAZY_MASK = "lazy mask"
+"""Role of a mask computed on demand from zarr probabilities (shown, not corrected)."""
+DEFAULT_VOLUME_OUTPUT = Path.home() / "napari-unet" / "probabilities.zarr"
 MARK = PREDICTED
 """Layer metadata key of the layers this widget writes (not offered as input images); its
 value is the layer's role (``'cells'`` tells the writer to save cell labels as they are)."""
@@ -72,6 +81,32 @@ def prediction_job(model, unit_image, normalization, *, threshold: float,
     cells = None if min_size is None else cell_labels(prob, threshold=threshold,
                                                       min_size=min_size)
     return Prediction(prob, membrane_mask(prob, threshold=threshold), cells)
+
+
+def volume_job(model_path, volume, output, *, device, **options):
+    """Predict a lazy volume block by block into a zarr folder (leaving a core to the GUI).
+
+    Yields
+    ------
+    progress : VolumeProgress
+
+    Returns
+    -------
+    path : Path
+        The zarr array of P(membrane).
+    """
+    with leave_a_core(device):
+        return (yield from predict_volume(model_path, volume, output, device=str(device),
+                                          **options))
+
+
+def _level0(layer):
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def is_lazy(layer) -> bool:
+    """Whether a layer's data are read on demand (dask, zarr) rather than held in memory."""
+    return not isinstance(_level0(layer), np.ndarray)
 
 
 class PredictionWidget(StopsWhenClosed, QWidget):
@@ -126,9 +161,13 @@ class PredictionWidget(StopsWhenClosed, QWidget):
         self.tta = CheckBox(text="test-time augmentation (8x slower)")
         self.cells = CheckBox(text="label cells")
         self.min_size = SpinBox(label="min cell size", value=30, min=0, max=1_000_000)
+        self.volume_output = FileEdit(
+            label="large output", mode="w", filter="*.zarr", value=DEFAULT_VOLUME_OUTPUT,
+            tooltip="a lazy layer (dask or zarr, maybe larger than memory) is predicted block "
+                    "by block into this zarr folder")
         return Container(widgets=[self.image_layer, self.model, self.tile, self.batch_size,
                                   self.device, self.threshold, self.tta, self.cells,
-                                  self.min_size])
+                                  self.min_size, self.volume_output])
 
     @property
     def running(self) -> bool:
@@ -188,8 +227,12 @@ class PredictionWidget(StopsWhenClosed, QWidget):
             return
         try:
             model_file = self._ensure_model()
-            layer, z, image = self._read_image(whole_stack)
             device = pick_device(self.device.value)
+            if whole_stack and self.image_layer.value is not None \
+                    and is_lazy(self.image_layer.value):
+                self._start_volume(model_file, device)
+                return
+            layer, z, image = self._read_image(whole_stack)
         except InputError as err:
             self._report_error(err)
             return
@@ -205,6 +248,42 @@ class PredictionWidget(StopsWhenClosed, QWidget):
             connect={"yielded": self._on_progress, "returned": self._on_result,
                      "errored": self._on_error, "finished": self._on_finished})
         self._set_running(True)
+
+    def _start_volume(self, model_file: ModelFile, device) -> None:
+        """Predict a lazy layer into the 'large output' zarr; never load it whole."""
+        layer = self.image_layer.value
+        output = self.volume_output.value
+        if output is None or str(output) in ("", "."):
+            raise InputError("large output: name a .zarr folder for the probabilities")
+        output = Path(output).expanduser()
+        if output.exists():
+            raise InputError(f"{output} exists: choose a new name (nothing is replaced)")
+        if not output.parent.is_dir():
+            raise InputError(f"large output: {output.parent}: no such folder")
+        self._target = (None, layer)
+        self.progress.setValue(0)
+        self.status.setText(f"predicting {layer.name} block by block into {output}…")
+        self._worker = start_job(
+            volume_job, self._loaded, _level0(layer), output, device=device,
+            tile=self.tile.value, batch_size=self.batch_size.value,
+            autocast_dtype=autocast_dtype(device), tta=self.tta.value,
+            connect={"yielded": self._on_progress, "returned": self._on_volume,
+                     "errored": self._on_error, "finished": self._on_finished})
+        self._set_running(True)
+
+    def _on_volume(self, path: Path) -> None:
+        """Show the zarr probabilities and their thresholded mask as lazy layers."""
+        source = self._target[1]
+        prob = da.from_zarr(str(path))
+        mask = prob.map_blocks(membrane_mask, threshold=self.threshold.value, dtype=np.uint8)
+        where = {"scale": source.scale, "translate": source.translate}
+        self._viewer.add_image(prob, name=PROBABILITY, colormap="magma",
+                               contrast_limits=(0.0, 1.0), opacity=0.7,
+                               metadata={MARK: PROBABILITY}, **where)
+        self._viewer.add_labels(mask, name=MASK, colormap=LABEL_COLORS,
+                                metadata={MARK: LAZY_MASK}, **where)
+        self.status.setText(f"predicted {source.name} into {path} (lazy layers; cells are "
+                            "not labelled for lazy data)")
 
     def _read_image(self, whole_stack: bool):
         """Return the layer, the slice to predict (None: all) and a copy of its data."""
