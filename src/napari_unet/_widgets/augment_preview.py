@@ -23,8 +23,11 @@ from qtpy.QtCore import QTimer
 
 from ..augment import AugmentConfig, augment
 from ..data import Normalization
+from ..errors import InputError
 from ..labels import LABEL_COLORS
 from ..weights import WeightConfig
+from .closing import on_removal
+from .session import session
 from .weights_preview import (
     FollowsLabels,
     SliceState,
@@ -148,13 +151,16 @@ class AugmentPreview(FollowsLabels, Container):
     ----------
     viewer : napari.viewer.Viewer
     weight_config : WeightConfig or None
-        Weight map that is augmented with the labels (default: the paper's).
+        Weight map that is augmented with the labels (default: the Weight map
+        preview's settings, see `session`).
+
+    The settings here are the ones Training uses.
     """
 
     def __init__(self, viewer: napari.viewer.Viewer, *, weight_config: WeightConfig | None = None):
         self._viewer = viewer
-        self.weight_config = weight_config or WeightConfig()
-        self.base_config = AugmentConfig()
+        self._weight_config = weight_config
+        self.base_config = session(viewer).augment
         self.samples: Samples | None = None
         self.seed = 0
         self._seeds = np.random.default_rng()
@@ -164,7 +170,8 @@ class AugmentPreview(FollowsLabels, Container):
         self._watched = None
         self.image_layer, self.labels_layer = layer_pickers(viewer)
         self.count = SpinBox(label="samples", min=1, max=16, value=4)
-        self.strength = FloatSlider(label="strength", min=0.0, max=2.0, step=0.05, value=1.0)
+        self.strength = FloatSlider(label="strength", min=0.0, max=2.0, step=0.05,
+                                    value=self.base_config.strength)
         self.elastic_std = FloatSlider(label="elastic std (px)", min=0.0, max=30.0, step=0.5,
                                        value=self.base_config.elastic_std)
         self.rotate = FloatSlider(label="rotation limit (deg)", min=0.0, max=180.0, step=1.0,
@@ -174,7 +181,7 @@ class AugmentPreview(FollowsLabels, Container):
         self.status.native.setWordWrap(True)
         super().__init__(widgets=[self.image_layer, self.labels_layer, self.count, self.strength,
                                   self.elastic_std, self.rotate, self.reroll, self.status])
-        self._timer = QTimer()
+        self._timer = QTimer(self.native)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self.refresh)
@@ -182,10 +189,13 @@ class AugmentPreview(FollowsLabels, Container):
         for control in (self.image_layer, self.labels_layer, self.count, self.strength,
                         self.elastic_std, self.rotate):
             control.changed.connect(self._schedule)
+        for control in (self.strength, self.elastic_std, self.rotate):
+            control.changed.connect(self._share)
+        session(viewer).settings_changed.connect(self._schedule)
         self.reroll.changed.connect(self.new_seed)
         self.labels_layer.changed.connect(self._watch)
         viewer.dims.events.current_step.connect(self._schedule)
-        self.native.destroyed.connect(self._release)
+        on_removal(self.native, self._release)
         self._watch(self.labels_layer.value)
         self._schedule()
 
@@ -195,6 +205,18 @@ class AugmentPreview(FollowsLabels, Container):
         return replace(self.base_config, strength=float(self.strength.value),
                        elastic_std=float(self.elastic_std.value),
                        rotate=float(self.rotate.value))
+
+    @property
+    def weight_config(self) -> WeightConfig:
+        """The weight map settings augmented with the labels."""
+        return self._weight_config or session(self._viewer).weights
+
+    def _share(self, *_):
+        """Hand the settings to training (see `session`), when they are valid."""
+        try:
+            session(self._viewer).set_settings(augment=self.augment_config)
+        except InputError:
+            pass
 
     @property
     def layers(self) -> dict:
@@ -224,6 +246,7 @@ class AugmentPreview(FollowsLabels, Container):
     def _release(self, *_):
         """Stop the worker and stop listening to napari once the widget is gone."""
         self._closed = True
+        session(self._viewer).settings_changed.disconnect(self._schedule)
         super()._release()
         if self._worker is not None:
             self._worker.quit()

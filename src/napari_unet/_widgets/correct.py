@@ -36,8 +36,14 @@ from .closing import StopsWhenClosed
 from .plot import PlotWidget
 from .prediction import MARK, MASK
 from .progress import Smoother, describe_step, describe_validation
-from .session import corrected_slices, painted_slices, session, set_corrected_slices
-from .training_form import PREVIEW, device_choices, parse_number
+from .session import (
+    corrected_slices,
+    is_preview,
+    painted_slices,
+    session,
+    set_corrected_slices,
+)
+from .training_form import device_choices, parse_number
 from .worker import JobFailed, start_job
 
 RETRAINED = re.compile(r"-retrained(-\d+)?$")
@@ -61,7 +67,7 @@ def _layers(viewer, kind, *, predicted: bool | None = None):
     """Choices callback: layers of ``kind``, only (or never) those the plugin predicted."""
     def choices(_widget):
         return [ly for ly in viewer.layers if isinstance(ly, kind)
-                and ly.metadata.get("napari-unet") != PREVIEW
+                and not is_preview(ly)
                 and (predicted is None or (MARK in ly.metadata) == predicted)]
     return choices
 

@@ -17,7 +17,7 @@ from ..checkpoint import load_model, save_model
 from ..errors import InputError
 from ..io import export_paths, write_export
 from .prediction import CELLS, MARK, MASK, PROBABILITY
-from .session import session
+from .session import is_preview, session
 from .worker import JobFailed, start_job
 
 DEFAULT_FOLDER = Path.home() / "napari-unet"
@@ -43,7 +43,7 @@ def export_job(items, *, convention: str, overwrite: bool):
 
 def _layers(viewer, kind):
     def choices(_widget):
-        return [ly for ly in viewer.layers if isinstance(ly, kind)]
+        return [ly for ly in viewer.layers if isinstance(ly, kind) and not is_preview(ly)]
     return choices
 
 

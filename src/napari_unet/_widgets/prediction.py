@@ -28,7 +28,7 @@ from ..postprocess import cell_labels, membrane_mask
 from ..predict import PredictProgress, predict
 from ..volume import predict_volume
 from .closing import StopsWhenClosed
-from .session import corrected_slices, session
+from .session import corrected_slices, is_preview, session
 from .worker import JobFailed, start_job
 
 PROBABILITY, MASK = "membrane probability", "membrane mask"
@@ -151,7 +151,8 @@ class PredictionWidget(StopsWhenClosed, QWidget):
     def _make_form(self, viewer) -> Container:
         def images(_widget):
             return [ly for ly in viewer.layers
-                    if isinstance(ly, napari.layers.Image) and MARK not in ly.metadata]
+                    if isinstance(ly, napari.layers.Image) and MARK not in ly.metadata
+                    and not is_preview(ly)]
         self.image_layer = ComboBox(label="image", choices=images)
         self.model = FileEdit(label="model", mode="r", filter="*.pt", nullable=True)
         self.tile = SpinBox(label="tile", value=388, min=8, max=4096)

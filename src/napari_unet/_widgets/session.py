@@ -1,9 +1,10 @@
-"""What the widgets of one viewer share: the current model, and which mask slices were corrected.
+"""What the widgets of one viewer share: the current model, the previews' settings, corrections.
 
 The current model is the one a run just trained, or the one the user loaded; the
-Prediction and Correct-and-retrain widgets follow it. Corrected slices live in
-the mask layer's metadata, so that they travel with the layer: the Prediction
-widget never overwrites them and Retrain trains on them.
+Prediction and Correct-and-retrain widgets follow it. The weight map and
+augmentation settings tuned in the previews are the ones Training uses.
+Corrected slices live in the mask layer's metadata, so that they travel with the
+layer: the Prediction widget never overwrites them and Retrain trains on them.
 """
 
 import weakref
@@ -11,8 +12,20 @@ from pathlib import Path
 
 from psygnal import Signal
 
+from ..augment import AugmentConfig
+from ..config import Config
+from ..weights import WeightConfig
+
 CORRECTED = "napari-unet-corrected"
 """Mask layer metadata key: sorted list of the slices corrected by hand."""
+PREVIEW = "napari_unet_preview"
+"""Metadata key of preview layers (weight map, augmented samples, validation prediction):
+shown to the user, never offered as input."""
+
+
+def is_preview(layer) -> bool:
+    """Whether a layer is one of the plugin's previews (never an input)."""
+    return bool(layer.metadata.get(PREVIEW))
 
 
 class Session:
@@ -24,12 +37,33 @@ class Session:
         The current model file.
     model_changed : Signal
         Emitted with the new path when the current model changes.
+    weights : WeightConfig
+        The weight map settings of the Weight map preview.
+    augment : AugmentConfig
+        The augmentation settings of the Augmentation preview.
+    settings_changed : Signal
+        Emitted when ``weights`` or ``augment`` change (through `set_settings`).
     """
 
     model_changed = Signal(Path)
+    settings_changed = Signal()
 
     def __init__(self):
         self.model: Path | None = None
+        self.weights = WeightConfig()
+        self.augment = AugmentConfig()
+
+    def set_settings(self, *, weights: WeightConfig | None = None,
+                     augment: AugmentConfig | None = None) -> None:
+        """Change the weight map or augmentation settings that training will use."""
+        new = (weights or self.weights, augment or self.augment)
+        if new != (self.weights, self.augment):
+            self.weights, self.augment = new
+            self.settings_changed.emit()
+
+    def training_base(self) -> Config:
+        """Return the settings Training takes from the previews (its form sets the rest)."""
+        return Config(weights=self.weights, augment=self.augment)
 
     def set_model(self, path) -> None:
         """Make ``path`` the current model (widgets following it load it)."""

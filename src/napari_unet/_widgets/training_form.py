@@ -21,6 +21,7 @@ from ..errors import InputError
 from ..labels import to_annotation
 from ..train import last_path_for
 from ..validate import check_pair
+from .session import is_preview
 
 DEFAULT_OUTPUT = Path.home() / "napari-unet" / "model.pt"
 PREVIEW = "validation prediction"
@@ -103,7 +104,7 @@ def device_choices() -> list[tuple[str, str]]:
 def _layers(viewer, *kinds):
     def choices(_widget):
         return [layer for layer in viewer.layers
-                if isinstance(layer, kinds) and layer.metadata.get("napari-unet") != PREVIEW]
+                if isinstance(layer, kinds) and not is_preview(layer)]
     return choices
 
 

@@ -6,6 +6,7 @@ previous slice disappears instead of lying over the wrong slice, and no (Z, Y, X
 zeros is ever allocated. A 2D image gets a (Y, X) layer. The layer takes the image's scale.
 """
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 
@@ -18,9 +19,8 @@ from ..errors import InputError
 from ..labels import to_annotation
 from ..validate import check_image
 from ..weights import WeightConfig, annotation_weight_map
-
-PREVIEW = "napari_unet_preview"
-"""Metadata key of the layers the previews own; the layer pickers leave them out."""
+from .closing import on_removal
+from .session import PREVIEW, is_preview, session
 
 DEBOUNCE_MS = 50
 """Delay after the last change of a control or of the slice before the map is recomputed."""
@@ -167,7 +167,7 @@ def layer_pickers(viewer) -> tuple[ComboBox, ComboBox]:
     def of(*kinds):
         return lambda _widget: [
             layer for layer in viewer.layers
-            if isinstance(layer, kinds) and not layer.metadata.get(PREVIEW)
+            if isinstance(layer, kinds) and not is_preview(layer)
         ]
 
     image = ComboBox(label="image", choices=of(napari.layers.Image))
@@ -232,8 +232,11 @@ class FollowsLabels:
     The host sets ``_viewer``, ``_timer`` (a single-shot QTimer) and ``_watched``.
     """
 
+    _released = False
+
     def _schedule(self, *_):
-        self._timer.start()
+        if not self._released:
+            self._timer.start()
 
     def _watch(self, layer):
         """Follow edits of the chosen labels layer (painting, new data)."""
@@ -244,8 +247,12 @@ class FollowsLabels:
             emitter.connect(self._schedule)
 
     def _release(self, *_):
-        """Stop listening to napari once the widget is gone."""
-        self._timer.stop()
+        """Stop listening to napari once the widget is gone (removed, or at exit)."""
+        if self._released:
+            return
+        self._released = True
+        with contextlib.suppress(RuntimeError):  # the timer's C++ side may be gone
+            self._timer.stop()
         self._viewer.dims.events.current_step.disconnect(self._schedule)
         self._watch(None)
 
@@ -267,23 +274,27 @@ class WeightsPreview(FollowsLabels, Container):
         self._weights = None
         self._watched = None
         self.image_layer, self.labels_layer = layer_pickers(viewer)
-        self.w0 = FloatSlider(label="w0", min=0.0, max=50.0, step=0.5, value=10.0)
-        self.sigma = FloatSlider(label="sigma (px)", min=0.5, max=20.0, step=0.5, value=5.0)
-        self.balance = CheckBox(text="balance classes", value=True)
+        shared = session(viewer).weights
+        self.w0 = FloatSlider(label="w0", min=0.0, max=50.0, step=0.5, value=shared.w0)
+        self.sigma = FloatSlider(label="sigma (px)", min=0.5, max=20.0, step=0.5,
+                                 value=shared.sigma)
+        self.balance = CheckBox(text="balance classes", value=shared.balance)
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
         super().__init__(widgets=[self.image_layer, self.labels_layer, self.w0, self.sigma,
                                   self.balance, self.status])
-        self._timer = QTimer()
+        self._timer = QTimer(self.native)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self.refresh)
         self.reset_choices()
         for control in (self.image_layer, self.labels_layer, self.w0, self.sigma, self.balance):
             control.changed.connect(self._schedule)
+        for control in (self.w0, self.sigma, self.balance):
+            control.changed.connect(self._share)
         self.labels_layer.changed.connect(self._watch)
         viewer.dims.events.current_step.connect(self._schedule)
-        self.native.destroyed.connect(self._release)
+        on_removal(self.native, self._release)
         self._watch(self.labels_layer.value)
         self._schedule()
 
@@ -303,6 +314,13 @@ class WeightsPreview(FollowsLabels, Container):
         super().reset_choices()
         if hasattr(self, "labels_layer"):
             default_labels(self.labels_layer)
+
+    def _share(self, *_):
+        """Hand the settings to training (see `session`), when they are valid."""
+        try:
+            session(self._viewer).set_settings(weights=self.config)
+        except InputError:
+            pass
 
     def refresh(self):
         """Show the weight map of the current slice; no work when nothing changed."""
