@@ -110,6 +110,25 @@ class WeightCache:
         return cached[1]
 
 
+def pick_validation(candidates: list[int]) -> list[int]:
+    """Pick about one slice in ten for validation, spread over the candidates.
+
+    At least one when there are three or more candidates, none below that.
+
+    Parameters
+    ----------
+    candidates : list of int
+        Annotated slice indices, ascending.
+
+    Returns
+    -------
+    val : list of int
+    """
+    count = len(candidates) // 10 or (1 if len(candidates) >= 3 else 0)
+    picks = np.linspace(0, len(candidates) - 1, count + 2)[1:-1] if count else []
+    return sorted({candidates[round(p)] for p in picks})
+
+
 def split_slices(
     labels: np.ndarray, val_slices: tuple[int, ...] | None
 ) -> tuple[list[int], list[int]]:
@@ -132,9 +151,7 @@ def split_slices(
     if not annotated:
         raise InputError("the labels hold no annotation: paint membranes (1) and interiors (2)")
     if val_slices is None:
-        count = len(annotated) // 10 or (1 if len(annotated) >= 3 else 0)
-        picks = np.linspace(0, len(annotated) - 1, count + 2)[1:-1] if count else []
-        val = sorted({annotated[round(p)] for p in picks})
+        val = pick_validation(annotated)
     else:
         val = sorted(set(val_slices))
         bad = [z for z in val if not 0 <= z < len(labels)]

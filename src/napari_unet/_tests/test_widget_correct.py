@@ -49,7 +49,9 @@ def test_picks_the_predicted_mask_and_the_original_labels(widget, viewer):
     assert widget.mask_layer.value is viewer.layers[MASK]
     assert widget.original.value is viewer.layers["labels"]
     assert widget.image_layer.value is viewer.layers["em"]
-    assert "1 more from the original" in widget.summary.text()
+    assert widget.summary.text() == ("Retrain trains on 1 slice(s): 0 corrected, 1 from the "
+                                     "original labels; no validation (fewer than 3 original "
+                                     "slices besides the corrected ones).")
 
 
 def test_painting_marks_slices_and_the_list_edits_them(widget, viewer):
@@ -60,7 +62,7 @@ def test_painting_marks_slices_and_the_list_edits_them(widget, viewer):
     mask.fill((0, 10, 10), 0)
     assert listed(widget) == ["slice 0", "slice 2"]
     assert mask.metadata[CORRECTED] == [0, 2]
-    assert "2 corrected, 1 more from the original" in widget.summary.text()
+    assert "3 slice(s): 2 corrected, 1 from the original" in widget.summary.text()
     widget.slices.item(0).setSelected(True)
     widget.remove_selected()
     assert listed(widget) == ["slice 2"]
@@ -148,3 +150,13 @@ def test_stop_or_close_keeps_the_last_model(widget, viewer, model_path, qtbot, h
     qtbot.waitUntil(lambda: not worker.is_running, timeout=5_000)
     last = last_path_for(model_path.with_name("m-retrained.pt"))
     assert last.is_file() and load_model(last).training_state["step"] >= 2
+
+
+def test_validation_never_takes_a_corrected_slice(widget, viewer, isbi_small):
+    viewer.layers["labels"].data = isbi_small[1]  # all four slices annotated
+    widget.set_corrected([1])
+    assert widget.validation_slices() == [2]
+    assert widget.summary.text().endswith("validates on original slice(s) 2.")
+    assert "trains on 3 slice(s): 1 corrected, 2 from the original" in widget.summary.text()
+    widget.set_corrected([1, 2])
+    assert widget.validation_slices() == []

@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 
 from ..checkpoint import load_model
 from ..config import Config
+from ..data import pick_validation
 from ..errors import InputError
 from ..labels import annotated_slices, retraining_labels, to_annotation
 from ..train import Event, Progress, TrainingError, TrainResult, last_path_for, train
@@ -219,18 +220,30 @@ class CorrectWidget(StopsWhenClosed, QWidget):
         self.slices.addItems([f"slice {z}" for z in self.corrected])
         self._update_summary()
 
-    def _update_summary(self, *_) -> None:
+    def _original_slices(self) -> list[int]:
+        """Return the slices annotated in the original labels (none if unreadable)."""
         original = self.original.value
-        annotated = set()
-        if original is not None and isinstance(original.data, np.ndarray):
-            try:
-                annotated = set(annotated_slices(to_annotation(original.data)))
-            except InputError:
-                pass
+        if original is None or not isinstance(original.data, np.ndarray):
+            return []
+        try:
+            return annotated_slices(to_annotation(original.data))
+        except InputError:
+            return []
+
+    def validation_slices(self) -> list[int]:
+        """Slices Retrain validates on: original ones only, never a corrected slice."""
         corrected = set(self.corrected)
-        both = len(corrected | annotated)
-        self.summary.setText(f"Retrain uses {both} slice(s): {len(corrected)} corrected, "
-                             f"{len(annotated - corrected)} more from the original labels.")
+        return pick_validation([z for z in self._original_slices() if z not in corrected])
+
+    def _update_summary(self, *_) -> None:
+        annotated, corrected = set(self._original_slices()), set(self.corrected)
+        val = self.validation_slices()
+        text = (f"Retrain trains on {len((corrected | annotated) - set(val))} slice(s): "
+                f"{len(corrected)} corrected, {len(annotated - corrected - set(val))} from "
+                "the original labels; ")
+        text += (f"validates on original slice(s) {', '.join(map(str, val))}." if val else
+                 "no validation (fewer than 3 original slices besides the corrected ones).")
+        self.summary.setText(text)
 
     # --- model -----------------------------------------------------------------------
 
@@ -319,7 +332,7 @@ class CorrectWidget(StopsWhenClosed, QWidget):
     def _config(self, base: Config) -> Config:
         """Return the model's own settings with this form's budget, learning rate and device."""
         train = {"epochs": self.epochs.value, "minutes": self.minutes.value or None,
-                 "device": self.device.value, "val_slices": None}
+                 "device": self.device.value, "val_slices": tuple(self.validation_slices())}
         if self.lr.value.strip():
             train["lr"] = parse_number(self.lr.value, "learning rate")
         return base.replace(train=train)
