@@ -14,7 +14,7 @@ import numpy as np
 import tifffile
 
 from .errors import InputError
-from .labels import MaskConvention, export_mask, mask_to_annotation, to_annotation
+from .labels import MaskConvention, export_mask, label_values, mask_to_annotation, to_annotation
 from .validate import check_image
 
 # Key under which exported masks record their convention in the TIFF description.
@@ -267,15 +267,43 @@ def write_export(kind: str, path: str | os.PathLike, data: np.ndarray, *,
     -------
     path : Path
     """
+    if kind == "mask":
+        return write_mask(path, check_export(kind, data), convention=convention,
+                          overwrite=overwrite)
+    return write_tiff(path, check_export(kind, data), overwrite=overwrite)
+
+
+def check_export(kind: str, data: np.ndarray) -> np.ndarray:
+    """Check an export's array and give it its file dtype (before any file is written).
+
+    Parameters
+    ----------
+    kind : {'mask', 'probabilities', 'cells'}
+    data : ndarray
+
+    Returns
+    -------
+    data : ndarray
+        Annotation labels (mask), float32 probabilities, or cell labels in the
+        smallest unsigned dtype that holds them.
+
+    Raises
+    ------
+    InputError
+        Naming what is wrong: a mask that is not annotation labels, probabilities
+        that are not floats, negative or non-integer cells, or an unknown kind.
+    """
     data = np.asarray(data)
     if kind == "mask":
-        return write_mask(path, data, convention=convention, overwrite=overwrite)
+        if not set(label_values(data).tolist()) <= {0, 1, 2}:
+            raise InputError("the mask must hold annotation labels (1 = membrane, 2 = interior)")
+        return data
     if kind == "probabilities":
         if not np.issubdtype(data.dtype, np.floating):
             raise InputError(f"probabilities must be floats in [0, 1], got {data.dtype}")
-        return write_tiff(path, data.astype(np.float32, copy=False), overwrite=overwrite)
+        return data.astype(np.float32, copy=False)
     if kind == "cells":
-        return write_tiff(path, cell_label_array(data), overwrite=overwrite)
+        return cell_label_array(data)
     raise InputError(f"unknown export {kind!r}; known: {list(EXPORTS)}")
 
 

@@ -87,10 +87,20 @@ def test_load_and_save_the_model(widget, viewer, model_path, tmp_path):
     widget.save_model()
     copy, original = load_model(tmp_path / "copy.pt"), load_model(model_path)
     assert copy.config == original.config and copy.history == original.history
+    assert widget.model_status.text() == f"saved a copy as {tmp_path / 'copy.pt'}"
     widget.save_model()  # the copy exists now
-    assert "exists" in widget.errors[-1]
+    assert "exists" in widget.errors[-1] and "exists" in widget.model_status.text()
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a model")
     widget.load_path.value = bad
     widget.load_model()
     assert "not a napari-unet model" in widget.errors[-1] and session(viewer).model == model_path
+
+
+def test_a_wrong_layer_is_refused_before_any_file_is_written(widget, viewer, tmp_path):
+    widget.probabilities.value = viewer.layers["em"]  # uint8 EM, not probabilities
+    widget.export()
+    assert not widget.running
+    assert widget.errors[-1] == ("probabilities (em): probabilities must be floats in [0, 1], "
+                                 "got uint8")
+    assert not list(tmp_path.glob("*.tif"))

@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QGroupBox, QLabel, QProgressBar, QPushButton, QVBoxLa
 
 from ..checkpoint import load_model, save_model
 from ..errors import InputError
-from ..io import export_paths, write_export
+from ..io import check_export, export_paths, write_export
 from .prediction import CELLS, MARK, MASK, PROBABILITY
 from .session import is_preview, session
 from .worker import JobFailed, start_job
@@ -100,8 +100,9 @@ class ExportWidget(QWidget):
                                   self.folder, self.name, self.overwrite])
 
     def _model_box(self) -> QGroupBox:
-        self.model_label = QLabel("")
+        self.model_label, self.model_status = QLabel(""), QLabel("")
         self.model_label.setWordWrap(True)
+        self.model_status.setWordWrap(True)
         self.load_path = FileEdit(label="load", mode="r", filter="*.pt", nullable=True,
                                   tooltip="make a model file the current model")
         self.save_path = FileEdit(label="save as", mode="w", filter="*.pt", nullable=True)
@@ -116,6 +117,7 @@ class ExportWidget(QWidget):
                               (self.save_path, self.save_button)):
             layout.addWidget(Container(widgets=[field]).native)
             layout.addWidget(button)
+        layout.addWidget(self.model_status)
         return box
 
     # --- layers ----------------------------------------------------------------------
@@ -165,12 +167,17 @@ class ExportWidget(QWidget):
         layers = {kind: layer for kind, layer in layers.items() if layer is not None}
         if not _is_path(self.folder.value):
             raise InputError("folder: choose where to write the files")
+        if Path(self.folder.value) == DEFAULT_FOLDER:
+            DEFAULT_FOLDER.mkdir(parents=True, exist_ok=True)
         paths = export_paths(self.folder.value, self.name.value, layers,
                              overwrite=self.overwrite.value)
         items = []
         for kind, layer in layers.items():
             data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-            items.append((kind, paths[kind], np.array(data)))
+            try:
+                items.append((kind, paths[kind], check_export(kind, np.array(data))))
+            except InputError as err:
+                raise InputError(f"{kind} ({layer.name}): {err}") from None
         return items
 
     def _on_progress(self, step) -> None:
@@ -200,9 +207,10 @@ class ExportWidget(QWidget):
                 raise InputError(f"load: choose an existing model file (got {path})")
             load_model(path)
         except InputError as err:
-            self._report(err)
+            self._report(err, self.model_status)
             return
         session(self._viewer).set_model(Path(path))
+        self.model_status.setText(f"loaded {path}: it is the current model")
 
     def save_model(self) -> None:
         """Write a copy of the current model (checked on reading) to a new file."""
@@ -217,9 +225,9 @@ class ExportWidget(QWidget):
                 raise InputError(f"{path} exists: choose a new name (nothing is replaced)")
             save_model(path, load_model(current))
         except InputError as err:
-            self._report(err)
+            self._report(err, self.model_status)
             return
-        self.model_label.setText(self.model_label.text() + f"\nsaved a copy as {path}")
+        self.model_status.setText(f"saved a copy as {path}")
         show_info(f"saved the model as {path}")
 
     def _show_model(self, path: Path | None) -> None:
@@ -232,7 +240,7 @@ class ExportWidget(QWidget):
             summary = f"unreadable: {err}"
         self.model_label.setText(f"current model: {path}\n{summary}")
 
-    def _report(self, err: Exception) -> None:
+    def _report(self, err: Exception, label: QLabel | None = None) -> None:
         message = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
-        self.status.setText(f"error: {message}")
+        (label or self.status).setText(f"error: {message}")
         show_error(message)
