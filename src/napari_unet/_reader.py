@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io import read_labels, read_tiff
+from .io import KIND_KEY, read_labels, read_tiff, tiff_metadata
 from .labels import LABEL_COLORS, label_convention
 
 SUFFIXES = (".tif", ".tiff")
@@ -39,6 +39,8 @@ def read_tiff_layer(path) -> list[tuple]:
     """Read a TIFF file as an Image layer or, for label files, an annotation Labels layer."""
     path = Path(path)
     data = read_tiff(path)
+    if tiff_metadata(path).get(KIND_KEY) == "cells":  # cell labels exported by the plugin
+        return [(data, {"name": path.stem}, "labels")]
     if looks_like_labels(data):
         return [(read_labels(path), {"name": path.stem, "colormap": LABEL_COLORS}, "labels")]
     return [(data, {"name": path.stem}, "image")]

@@ -19,6 +19,8 @@ from .validate import check_image
 
 # Key under which exported masks record their convention in the TIFF description.
 MASK_KEY = "napari_unet_mask"
+# Key under which other exports record what they hold ('probabilities', 'cells').
+KIND_KEY = "napari_unet_kind"
 
 
 def read_tiff(path: str | os.PathLike) -> np.ndarray:
@@ -56,15 +58,20 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return check_image(read_tiff(path), name=str(path))
 
 
-def mask_convention_of(path: str | os.PathLike) -> MaskConvention | None:
-    """Return the convention recorded in a mask file written by `write_mask`, or None."""
+def tiff_metadata(path: str | os.PathLike) -> dict:
+    """Return the JSON metadata of a TIFF's description ({} when there is none)."""
     with tifffile.TiffFile(path) as tif:
         description = tif.pages.first.description
     try:
         meta = json.loads(description)
     except (json.JSONDecodeError, TypeError):
-        return None
-    return meta.get(MASK_KEY) if isinstance(meta, dict) else None
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def mask_convention_of(path: str | os.PathLike) -> MaskConvention | None:
+    """Return the convention recorded in a mask file written by `write_mask`, or None."""
+    return tiff_metadata(path).get(MASK_KEY)
 
 
 def read_labels(path: str | os.PathLike) -> np.ndarray:
@@ -270,7 +277,8 @@ def write_export(kind: str, path: str | os.PathLike, data: np.ndarray, *,
     if kind == "mask":
         return write_mask(path, check_export(kind, data), convention=convention,
                           overwrite=overwrite)
-    return write_tiff(path, check_export(kind, data), overwrite=overwrite)
+    return write_tiff(path, check_export(kind, data), overwrite=overwrite,
+                      metadata={KIND_KEY: kind})
 
 
 def check_export(kind: str, data: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tifffile
+from napari.layers import Labels
 
 from napari_unet._widgets import export
 from napari_unet._widgets.export import ExportWidget
@@ -57,6 +58,9 @@ def test_exports_the_three_layers_and_reads_them_back(widget, viewer, tmp_path, 
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "em_cells.tif"),
                                   viewer.layers[CELLS].data)
     assert "wrote" in widget.status.text() and widget.progress.value() == 3
+    (cells,) = viewer.open(tmp_path / "em_cells.tif", plugin="napari-unet-em")
+    assert isinstance(cells, Labels)
+    np.testing.assert_array_equal(cells.data, viewer.layers[CELLS].data)
 
 
 def test_isbi_convention_and_no_silent_overwrite(widget, viewer, tmp_path, qtbot):
