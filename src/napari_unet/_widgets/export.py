@@ -127,7 +127,8 @@ class ExportWidget(QWidget):
         self.files.reset_choices()
         for field, name in ((self.mask, MASK), (self.probabilities, PROBABILITY),
                             (self.cells, CELLS)):
-            named = [ly for ly in field.choices if ly is not None and ly.name == name]
+            named = [ly for ly in field.choices if ly is not None and ly.name == name
+                     and isinstance(ly.data, np.ndarray)]  # never a lazy layer by default
             if field.value is None and named:
                 field.value = named[0]
         if not self.name.value:
