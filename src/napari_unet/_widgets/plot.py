@@ -6,6 +6,7 @@ at most `MAX_FPS` times a second.
 """
 
 import math
+import time
 from dataclasses import dataclass, field
 
 from qtpy.QtCore import QPointF, QRectF, Qt, QTimer
@@ -75,8 +76,9 @@ class PlotWidget(QWidget):
         self.colors = {"background": "#23242b", "axes": "#565f6c", "text": "#f0f1f2"}
         self.setMinimumHeight(170)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self._timer = QTimer(self, singleShot=True, interval=1000 // MAX_FPS)
-        self._timer.timeout.connect(self.update)
+        self._timer = QTimer(self, singleShot=True)
+        self._timer.timeout.connect(self._redraw)
+        self._last_redraw = -math.inf
 
     def add_series(self, name: str, color: str, *, axis="left", points=False) -> None:
         """Add an empty curve; ``points`` also draws a dot per value (for sparse data)."""
@@ -119,9 +121,24 @@ class PlotWidget(QWidget):
         self.schedule_redraw()
 
     def schedule_redraw(self) -> None:
-        """Repaint soon, at most `MAX_FPS` times a second."""
-        if not self._timer.isActive():
-            self._timer.start()
+        """Repaint soon, at most `MAX_FPS` times a second.
+
+        When the last repaint is old enough the plot repaints with the current event's
+        other updates (a progress bar, a label): the window then repaints once, not twice.
+        That matters where each window repaint is slow (napari's canvas makes Qt compose
+        the whole window with OpenGL; tens of milliseconds with software rendering).
+        """
+        if self._timer.isActive():
+            return
+        wait = self._last_redraw + 1 / MAX_FPS - time.monotonic()
+        if wait > 0:
+            self._timer.start(math.ceil(1000 * wait))
+        else:
+            self._redraw()
+
+    def _redraw(self) -> None:
+        self._last_redraw = time.monotonic()
+        self.update()
 
     # --- drawing -----------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from ..lr_find import LRResult, LRStep, lr_find
 from ..train import Event, Progress, TrainingError, TrainResult, last_path_for, train
 from .plot import PlotWidget
 from .progress import Smoother, describe_step, describe_validation
+from .session import PREVIEW as PREVIEW_KEY
 from .session import session
 from .training_form import PREVIEW, TrainingForm, first_validation_slice
 from .worker import JobFailed, start_job
@@ -142,7 +143,7 @@ class TrainingWidget(QWidget):
             return
         try:
             image, labels = self.form.read_data()
-            config = self.form.config()
+            config = self.form.config(base=session(self._viewer).training_base())
             output, init, resume = self.form.read_paths()
             z = first_validation_slice(labels, config.train.val_slices)
         except InputError as err:
@@ -164,7 +165,7 @@ class TrainingWidget(QWidget):
             return
         try:
             image, labels = self.form.read_data()
-            config = self.form.config()
+            config = self.form.config(base=session(self._viewer).training_base())
         except InputError as err:
             self._report_error(err)
             return
@@ -272,12 +273,13 @@ class TrainingWidget(QWidget):
             translate[0] += job.preview_slice * job.scale[0]
         if self._preview is not None and self._preview in viewer.layers:
             self._preview.data = data
-            self._preview.translate = translate
+            if not np.array_equal(self._preview.translate, translate):  # each set refreshes
+                self._preview.translate = translate
             return
         self._preview = viewer.add_image(
             data, name=PREVIEW, colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.7,
             scale=job.scale, translate=translate,
-            metadata={"napari-unet": PREVIEW})
+            metadata={PREVIEW_KEY: PREVIEW})
         if job.ndim == 3:
             viewer.dims.set_current_step(0, translate[0])
 
