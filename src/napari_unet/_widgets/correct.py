@@ -31,7 +31,7 @@ from ..config import Config
 from ..data import pick_validation
 from ..errors import InputError
 from ..labels import annotated_slices, retraining_labels, to_annotation
-from ..train import Event, Progress, TrainingError, TrainResult, last_path_for, train
+from ..train import Event, Progress, TrainResult, last_path_for, train
 from ..validate import check_pair
 from .closing import StopsWhenClosed
 from .plot import PlotWidget
@@ -45,7 +45,7 @@ from .session import (
     set_corrected_slices,
 )
 from .training_form import device_choices, parse_number
-from .worker import JobFailed, start_job
+from .worker import error_message, start_job
 
 RETRAINED = re.compile(r"-retrained(-\d+)?$")
 
@@ -367,11 +367,10 @@ class CorrectWidget(StopsWhenClosed, QWidget):
         show_info(message)
 
     def _on_error(self, err: Exception) -> None:
-        self._report_error(err.__cause__ if isinstance(err, JobFailed) else err)
+        self._report_error(err)
 
     def _report_error(self, err: Exception) -> None:
-        known = isinstance(err, InputError | TrainingError)
-        message = str(err) if known else f"{type(err).__name__}: {err}"
+        message = error_message(err)
         self.status.setText(f"error: {message}")
         show_error(message)
 

@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..io import check_export, export_paths, write_export
 from .prediction import CELLS, MARK, MASK, PROBABILITY
 from .session import is_preview, session
-from .worker import JobFailed, start_job
+from .worker import error_message, start_job
 
 DEFAULT_FOLDER = Path.home() / "napari-unet"
 CONVENTIONS = [("255 = membrane, 0 = not", "membrane"), ("ISBI: 0 = membrane, 255 = interior",
@@ -192,7 +192,7 @@ class ExportWidget(QWidget):
         show_info(message)
 
     def _on_error(self, err: Exception) -> None:
-        self._report(err.__cause__ if isinstance(err, JobFailed) else err)
+        self._report(err)
 
     def _on_finished(self) -> None:
         self._worker = None
@@ -242,6 +242,6 @@ class ExportWidget(QWidget):
         self.model_label.setText(f"current model: {path}\n{summary}")
 
     def _report(self, err: Exception, label: QLabel | None = None) -> None:
-        message = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
+        message = error_message(err)
         (label or self.status).setText(f"error: {message}")
         show_error(message)

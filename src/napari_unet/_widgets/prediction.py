@@ -29,7 +29,7 @@ from ..predict import PredictProgress, predict
 from ..volume import predict_volume
 from .closing import StopsWhenClosed
 from .session import corrected_slices, is_preview, session
-from .worker import JobFailed, start_job
+from .worker import error_message, start_job
 
 PROBABILITY, MASK = "membrane probability", "membrane mask"
 LAZY_MASK = "lazy mask"
@@ -368,10 +368,10 @@ class PredictionWidget(StopsWhenClosed, QWidget):
         return kept
 
     def _on_error(self, err: Exception) -> None:
-        self._report_error(err.__cause__ if isinstance(err, JobFailed) else err)
+        self._report_error(err)
 
     def _report_error(self, err: Exception) -> None:
-        message = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
+        message = error_message(err)
         self.status.setText(f"error: {message}")
         show_error(message)
 

@@ -27,13 +27,13 @@ from qtpy.QtWidgets import (
 
 from ..errors import InputError
 from ..lr_find import LRResult, LRStep, lr_find
-from ..train import Event, Progress, TrainingError, TrainResult, last_path_for, train
+from ..train import Event, Progress, TrainResult, last_path_for, train
 from .plot import PlotWidget
 from .progress import Smoother, describe_step, describe_validation
 from .session import PREVIEW as PREVIEW_KEY
 from .session import session
 from .training_form import PREVIEW, TrainingForm, first_validation_slice
-from .worker import JobFailed, start_job
+from .worker import error_message, start_job
 
 COLORS = {"train": "#4fa3e0", "val": "#f0a030", "v_rand": "#6cc070", "raw": "#7d8590"}
 
@@ -221,11 +221,10 @@ class TrainingWidget(QWidget):
 
     def _on_error(self, err: Exception) -> None:
         self._job.failed = True
-        self._report_error(err.__cause__ if isinstance(err, JobFailed) else err)
+        self._report_error(err)
 
     def _report_error(self, err: Exception) -> None:
-        known = isinstance(err, InputError | TrainingError)
-        message = str(err) if known else f"{type(err).__name__}: {err}"
+        message = error_message(err)
         self.status.setText(f"error: {message}")
         show_error(message)
 

@@ -9,12 +9,24 @@ from contextlib import contextmanager, suppress
 from napari.qt.threading import GeneratorWorker, create_worker
 from qtpy.QtCore import QThread
 
+from ..errors import InputError
+from ..train import TrainingError
+
 NICENESS = 10
 """How far below the GUI thread's CPU priority a job runs (a Linux nice increment)."""
 
 
 class JobFailed(Exception):
     """A job raised a RuntimeError; the original is the ``__cause__``."""
+
+
+def error_message(err: Exception) -> str:
+    """Phrase a job's error in one line: a user-facing error's message, else its type too."""
+    if isinstance(err, JobFailed) and err.__cause__ is not None:
+        err = err.__cause__
+    if isinstance(err, InputError | TrainingError):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
 
 
 def _relay(job: Generator):
