@@ -15,6 +15,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 MAX_FPS = 10
 MARGINS = (52, 24, 44, 34)  # left, top, right, bottom (px)
+RIGHT_TITLE = 16  # more room on the right for a right axis title beside its tick labels
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -165,6 +166,7 @@ class PlotWidget(QWidget):
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.fillRect(self.rect(), QColor(self.colors["background"]))
         left, top, right, bottom = MARGINS
+        right += RIGHT_TITLE if self.right_label else 0
         area = QRectF(left, top, self.width() - left - right, self.height() - top - bottom)
         ranges = self._ranges()
         self._draw_frame(painter, area, ranges)
@@ -202,9 +204,9 @@ class PlotWidget(QWidget):
         painter.setPen(text)
         painter.drawText(QRectF(area.left(), self.height() - 15, area.width(), 14),
                          Qt.AlignmentFlag.AlignHCenter, self.xlabel)
-        self._draw_y_title(painter, self.ylabel, 8)
+        self._draw_y_title(painter, self.ylabel, 14)
         if self.right_label:
-            self._draw_y_title(painter, self.right_label, self.width() - 4)
+            self._draw_y_title(painter, self.right_label, self.width() - 2)
 
     def _draw_y_ticks(self, painter, area, yr, side) -> None:
         x = area.left() if side == "left" else area.right()
