@@ -204,8 +204,11 @@ class CorrectWidget(StopsWhenClosed, QWidget):
 
     def _on_paint(self, event) -> None:
         layer = self._mask_layer
-        if layer is not None:
-            self.set_corrected(set(self.corrected) | painted_slices(event.value, layer.ndim))
+        if layer is None:
+            return
+        painted = painted_slices(event.value, layer.ndim)
+        if not painted <= set(self.corrected):  # most strokes fall on listed slices: no work
+            self.set_corrected(set(self.corrected) | painted)
 
     def _on_mask_chosen(self, layer) -> None:
         if self._mask_layer is not None:
