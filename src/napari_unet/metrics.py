@@ -1,55 +1,103 @@
-"""Segmentation scores of the ISBI 2012 challenge.
+"""Segmentation scores of the ISBI 2012 challenge, as its official script computes them.
 
 The challenge (Arganda-Carreras et al. 2015, "Crowdsourcing the creation of
 image segmentation algorithms for connectomics", Front. Neuroanat. 9:142,
-doi:10.3389/fnana.2015.00142) scores a binary membrane map by three numbers:
+doi:10.3389/fnana.2015.00142) ranks a membrane map by two numbers, V_rand and
+V_info, each the best over a sweep of thresholds. The organisers' scoring code
+is Fiji's trainableSegmentation.metrics (``RandError.getMaximalVRandAfterThinning``
+and ``VariationOfInformation.getMaximalVInfoAfterThinning``, called by the
+challenge's evaluation script with thresholds 0.0, 0.1, ..., 1.0 and per-slice
+averaging). This module is our own implementation of that definition, in
+numpy, scipy and numba; docs/metrics.md walks through it step by step. Per
+slice and threshold:
 
-- **pixel error**: the fraction of pixels whose membrane / not-membrane class
-  differs from the ground truth (here over the annotated pixels only);
-- **V_rand**: the foreground-restricted Rand F-score after border thinning;
-- **V_info**: the foreground-restricted information-theoretic score after
-  border thinning.
+1. **Binarise.** The ground truth's foreground is its cell interior; its
+   membrane is background and is *not* thinned. The proposal's cells are the
+   pixels that are not membrane at the threshold.
+2. **Ground-truth segments**: the 4-connected components of the foreground.
+3. **Proposal segments, after border thinning**: the 4-connected components of
+   the proposal's cells are the basins of a watershed flood of its membrane
+   (Vincent and Soille's algorithm on the two-level image, 4-connectivity).
+   Each membrane pixel takes the basin that reaches it first in a
+   breadth-first flood; a pixel reached by two basins is a dam, a line about
+   one pixel wide (`segments_from_membrane`). The membrane is thus split
+   between the cells on its two sides, and only the dams stay boundary. A map
+   without any cell pixel is one segment.
+4. **Foreground-restricted table**: p_ij, the fraction of the ground truth's
+   foreground pixels that lie in proposal segment i and true segment j; dam
+   pixels inside the foreground count as one-pixel segments. s_i = sum_j p_ij
+   and t_j = sum_i p_ij.
+5. **Scores** (paper, section 2.3, alpha = 0.5):
 
-For the last two, each binary map becomes a segmentation: its membranes are
-thinned to 1-pixel-wide, 8-connected lines and the segments are the
-4-connected components of the remaining pixels (`segments_from_membrane`).
-Let p_ij be the probability that a random pixel of the ground truth's
-foreground (a pixel inside a true segment) lies in predicted segment i and true
-segment j; s_i = sum_j p_ij and t_j = sum_i p_ij. Pixels of that foreground
-that the prediction puts on a boundary count as one-pixel segments, as in the
-challenge's scoring code (Fiji, trainableSegmentation.metrics). Then (paper,
-section 2.3):
+   - V_rand_merge = sum_ij p_ij^2 / sum_i s_i^2 (Fiji's "precision": false
+     merges lower it), V_rand_split = sum_ij p_ij^2 / sum_j t_j^2 (its
+     "recall": false splits lower it), V_rand = their harmonic mean
+     2 P R / (P + R) = sum p_ij^2 / (0.5 sum s_i^2 + 0.5 sum t_j^2);
+   - V_info_merge = I(S;T) / H(T), V_info_split = I(S;T) / H(S), V_info their
+     harmonic mean 2 I / (H(S) + H(T)), with H the entropy and I the mutual
+     information of the proposal (S) and true (T) segment distributions. As in
+     Fiji, a ground truth of one segment (H(T) = 0) gives merge 0, split 1; a
+     proposal of one segment (H(S) = 0) gives merge 1, split 0; V_info is then
+     0. Where I = 0 with both entropies positive, Fiji divides 0 by 0; we
+     return 0.
 
-- V_rand_split = sum_ij p_ij^2 / sum_j t_j^2 (the pair recall: splits lower it),
-  V_rand_merge = sum_ij p_ij^2 / sum_i s_i^2 (the pair precision: merges lower
-  it), V_rand = sum_ij p_ij^2 / (0.5 sum_i s_i^2 + 0.5 sum_j t_j^2), the
-  harmonic mean 2 P R / (P + R) of the two;
-- V_info_split = I(S;T) / H(S), V_info_merge = I(S;T) / H(T),
-  V_info = 2 I(S;T) / (H(S) + H(T)), with H the entropy and I the mutual
-  information of the predicted (S) and true (T) segment distributions.
+6. **Stack and sweep**: a stack's score is the mean of its slices' scores, and
+   the challenge reports, for V_rand and for V_info separately, the best mean
+   over the thresholds (`evaluate_thresholds`).
 
-All scores lie in [0, 1], 1 being perfect.
+Conventions of this package, and how they map to the challenge's:
+
+- **Threshold direction.** Our predictions are P(membrane) in [0, 1]; a pixel
+  is membrane where P(membrane) > t. The challenge's proposals are
+  P(cell) = 1 - P(membrane) (the same convention as its label images, white
+  cells), a pixel being a cell where P(cell) > t'. Both sweep the same grid
+  {0, 0.1, ..., 1} (t = 1 - t'); they differ only on pixels whose value equals
+  a threshold exactly (there we say cell, the challenge says membrane), which
+  matters mostly at t = 1 for saturated probabilities (docs/metrics.md).
+- **Unannotated pixels are ignored** (our extension: the challenge's labels are
+  complete). Truth labels are 0 = not annotated, 1 = membrane, 2 = interior;
+  the foreground is the annotated interior, so unannotated pixels neither count
+  nor connect true segments. On a complete annotation this is exactly the
+  challenge's foreground restriction.
+- **Pixel error** (Fiji's ``PixelError.getMetricValue``): the fraction of
+  pixels whose membrane / not-membrane class differs from the truth, here over
+  the annotated pixels; no thinning. The 2016 official script does not report
+  it.
+
+All scores lie in [0, 1]; 1 is perfect for V_rand and V_info, 0 for the pixel
+error.
 """
 
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from skimage.measure import label
-from skimage.metrics import contingency_table
-from skimage.morphology import skeletonize
+from scipy import ndimage as ndi
 
 from .errors import InputError
-from .labels import MEMBRANE, UNLABELLED, annotated_slices, label_values, to_annotation
+from .labels import INTERIOR, MEMBRANE, UNLABELLED, annotated_slices, label_values, to_annotation
 
-# Rows and columns of edge padding around a membrane map before thinning: a
-# membrane crossing the image border continues straight into the padding, so
-# the kinks that thinning leaves where a line meets the closing frame fall
-# outside the image for membranes up to about twice this thick.
-_PAD = 16
+CHALLENGE_THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(11))
+"""The challenge's sweep, 0.0, 0.1, ..., 1.0, here on P(membrane) (membrane where > t)."""
 
 _SEGMENT_KEYS = ("v_rand", "v_rand_split", "v_rand_merge", "v_info", "v_info_split",
                  "v_info_merge")
 _KEYS = ("pixel_error", *_SEGMENT_KEYS)
+
+# 4-connectivity: the challenge labels both the ground truth's and the
+# proposal's cells with it, and floods the proposal's membrane with it.
+_FOUR = ndi.generate_binary_structure(2, 1)
+
+# States of a pixel of `_flood_membrane`'s label map; basins are 1, 2, ...
+_DAM = 0
+_UNREACHED = -1
+_QUEUED = -2
+# A pixel's four neighbours as (row, column) steps, in the order the flood
+# visits them: left, up, right, down. With the column-by-column seeding, this
+# order decides which pixels are decided first, and so where a dam falls in a
+# band of even width.
+_STEPS = ((0, -1), (-1, 0), (0, 1), (1, 0))
 
 
 class Scores(NamedTuple):
@@ -65,34 +113,53 @@ class Scores(NamedTuple):
     split: float
 
 
+class _Truth(NamedTuple):
+    """One annotated slice of the ground truth, ready to score proposals against."""
+
+    annotated: np.ndarray  # (Y, X) bool
+    membrane: np.ndarray  # (Y, X) bool
+    foreground: np.ndarray  # (F,) flat indices of the annotated interior
+    segments: np.ndarray  # (F,) int64 true segment (1..N) of each foreground pixel
+
+
 def segments_from_membrane(
     membrane: np.ndarray, *, thin: bool = True, mask: np.ndarray | None = None
 ) -> np.ndarray:
-    """Turn a binary membrane map into labelled segments, as the challenge scores it.
+    """Turn a binary membrane map into labelled segments, as the challenge scores a proposal.
 
-    With `thin`, the membranes are first thinned to 8-connected lines one pixel
-    wide (`skimage.morphology.skeletonize`), so the width of a boundary does not
-    change the score. Segments are 4-connected: a diagonal step in a 1-pixel
-    line still separates the regions on either side of it, which 8-connectivity
-    would join. The image border counts as boundary during thinning, so a
-    membrane that meets the border keeps separating its two cells there.
-    Thinning neither joins nor creates segments: pockets of former membrane
-    that it cuts off from every cell stay boundary.
+    With `thin`, the challenge's border thinning: the 4-connected components
+    of the non-membrane pixels are basins, and a breadth-first watershed flood
+    (4-connected) hands every membrane pixel to the basin that reaches it
+    first. The flood starts from the membrane pixels that touch a basin, taken
+    column by column (top to bottom within a column, columns left to right),
+    and visits neighbours left, up, right, down. A membrane pixel is decided
+    when the flood reaches it, from its neighbours decided before it: it joins
+    their basin if they hold exactly one, and becomes a dam (label 0) if they
+    hold two or more, or only dams. Dams are lines about one pixel wide (a
+    pixel reached only through dams thickens them, rarely); a band of even
+    width gets its dam on the side the flood reaches later (the right or lower
+    side of a straight band). Thinning neither joins nor creates segments, and
+    a map without any non-membrane pixel is a single segment.
+
+    Without `thin`, the segments are the 4-connected components of the
+    non-membrane pixels and every membrane pixel is 0 (how the challenge
+    labels its ground truth).
 
     Parameters
     ----------
     membrane : (Y, X) ndarray of bool
         True on membrane (boundary) pixels.
     thin : bool
-        Thin the membranes to 1-pixel-wide lines first.
+        Thin the membranes by the watershed flood first.
     mask : (Y, X) ndarray of bool, optional
-        Pixels that may belong to a segment (for example the annotated ones);
-        the others get label 0 and do not connect segments.
+        Pixels that may belong to a segment (for example the annotated ones):
+        the others are label 0 and, like membrane, do not connect segments
+        (with `thin` they are flooded as membrane, then set to 0).
 
     Returns
     -------
-    segments : (Y, X) ndarray of int
-        0 on boundary pixels (and outside `mask`), 1..N on the N segments.
+    segments : (Y, X) ndarray of int32
+        0 on boundary (dam) pixels and outside `mask`, 1..N on the segments.
 
     Raises
     ------
@@ -102,18 +169,16 @@ def segments_from_membrane(
     membrane = _as_binary(membrane, "membrane")
     if membrane.ndim != 2:
         raise InputError(f"membrane has shape {membrane.shape}; expected one (Y, X) slice")
-    if mask is None:
-        mask = np.ones(membrane.shape, dtype=bool)
-    else:
+    if mask is not None:
         mask = _as_binary(mask, "mask")
         _check_same_shape(mask, membrane, "mask", "membrane")
-    boundary = _thin(membrane) if thin else membrane
-    segments = label(~boundary & mask, connectivity=1)
+        membrane = membrane | ~mask
     if thin:
-        keep = np.zeros(segments.max() + 1, dtype=bool)
-        keep[segments[~membrane & mask]] = True
-        keep[0] = False
-        segments = (np.cumsum(keep) * keep)[segments]
+        segments = _flood_membrane(membrane)
+    else:
+        segments = ndi.label(~membrane, _FOUR)[0].astype(np.int32)
+    if mask is not None:
+        segments[~mask] = 0
     return segments
 
 
@@ -122,9 +187,9 @@ def pixel_error(
 ) -> float:
     """Return the fraction of pixels whose membrane class is wrong.
 
-    The challenge's pixel error for binary maps (Arganda-Carreras et al. 2015):
-    the mean of ``pred_membrane != true_membrane`` over the pixels in `mask`.
-    No thinning is applied.
+    Fiji's ``PixelError.getMetricValue`` for binary maps: the mean of
+    ``pred_membrane != true_membrane`` over the pixels in `mask`. No thinning
+    is applied.
 
     Parameters
     ----------
@@ -161,9 +226,9 @@ def rand_scores(pred_segments: np.ndarray, true_segments: np.ndarray) -> Scores:
     """Return the foreground-restricted Rand scores (V_rand, merge, split).
 
     Arganda-Carreras et al. 2015, section 2.3.1, with alpha = 0.5; see the
-    module docstring for the definitions. Only pixels with a nonzero true
-    label count; predicted label 0 (boundary) marks one-pixel segments. This is
-    the score that ``1 - skimage.metrics.adapted_rand_error(true, pred)[0]``
+    module docstring. Only pixels with a nonzero true label count; predicted
+    label 0 marks one-pixel segments, as the challenge counts dam pixels. This
+    is the score that ``1 - skimage.metrics.adapted_rand_error(true, pred)[0]``
     approximates (scikit-image counts pairs of distinct pixels, treats label 0
     of the prediction as one segment, and returns the merge score in its recall
     slot, scikit-image issue #6485).
@@ -185,18 +250,17 @@ def rand_scores(pred_segments: np.ndarray, true_segments: np.ndarray) -> Scores:
         When the shapes differ, labels are not non-negative integers, or the
         ground truth has no segment pixel.
     """
-    joint, pred, true = _joint_distribution(pred_segments, true_segments)
-    return _rand(joint, pred, true)
+    return _rand(_Table.of(*_restrict(pred_segments, true_segments)))
 
 
 def info_scores(pred_segments: np.ndarray, true_segments: np.ndarray) -> Scores:
     """Return the foreground-restricted information scores (V_info, merge, split).
 
     Arganda-Carreras et al. 2015, section 2.3.2, with alpha = 0.5; see the
-    module docstring for the definitions and `rand_scores` for the foreground
-    restriction. ``skimage.metrics.variation_of_information`` returns the
-    conditional entropies H(S|T), H(T|S) of the same table (in bits), whose sum
-    is H(S) + H(T) - 2 I(S;T).
+    module docstring for the definitions, the foreground restriction and the
+    cases of zero entropy. ``skimage.metrics.variation_of_information``
+    returns the conditional entropies H(S|T), H(T|S) of the same table (in
+    bits), whose sum is H(S) + H(T) - 2 I(S;T).
 
     Parameters
     ----------
@@ -206,8 +270,7 @@ def info_scores(pred_segments: np.ndarray, true_segments: np.ndarray) -> Scores:
     Returns
     -------
     scores : Scores
-        ``(V_info, V_info_merge, V_info_split)``, each in [0, 1]; a ratio whose
-        entropies are all 0 (a single segment on each side) counts as 1.
+        ``(V_info, V_info_merge, V_info_split)``, each in [0, 1].
 
     Raises
     ------
@@ -215,22 +278,21 @@ def info_scores(pred_segments: np.ndarray, true_segments: np.ndarray) -> Scores:
         When the shapes differ, labels are not non-negative integers, or the
         ground truth has no segment pixel.
     """
-    joint, pred, true = _joint_distribution(pred_segments, true_segments)
-    return _info(joint, pred, true)
+    return _info(_Table.of(*_restrict(pred_segments, true_segments)))
 
 
 def evaluate(prediction: np.ndarray, truth: np.ndarray, *, threshold: float = 0.5) -> dict:
-    """Score a prediction against annotation labels as the ISBI 2012 challenge does.
+    """Score a prediction against annotation labels at one threshold, as the challenge does.
 
     Per annotated slice: `pixel_error` over the annotated pixels, and the
-    thinned, foreground-restricted `rand_scores` and `info_scores` of the
-    segments of both membrane maps (`segments_from_membrane`). Where the truth
-    is partly annotated, its segments are the 4-connected components of its
-    annotated non-membrane pixels after thinning, so two scribbles in one cell
-    count as two cells: on sparse annotation the segment scores are a rough
-    guide. Slices without annotation are skipped; a stack's scores are the
-    means of its slices' scores. The challenge reports the best score over
-    thresholds; this uses the one threshold given.
+    foreground-restricted `rand_scores` and `info_scores` of the thinned
+    proposal (`segments_from_membrane`) against the true segments, the
+    4-connected components of the annotated interior (not thinned). Where the
+    truth is partly annotated, two scribbles in one cell count as two cells:
+    on sparse annotation the segment scores are a rough guide. Slices without
+    annotation are skipped; a stack's scores are the means of its slices'
+    scores. The challenge reports the best mean over thresholds
+    (`evaluate_thresholds`); this uses the one threshold given.
 
     Parameters
     ----------
@@ -260,6 +322,76 @@ def evaluate(prediction: np.ndarray, truth: np.ndarray, *, threshold: float = 0.
         When the shapes differ, the inputs are not (Y, X) or (Z, Y, X), the
         values fit no convention, or the truth holds no annotation.
     """
+    _check_threshold(threshold)
+    membrane_at, truths, slices = _prepare(prediction, truth)
+    return _evaluate_at(membrane_at(threshold), truths, slices)
+
+
+def evaluate_thresholds(
+    prediction: np.ndarray,
+    truth: np.ndarray,
+    thresholds: Sequence[float] = CHALLENGE_THRESHOLDS,
+) -> dict:
+    """Score a prediction at every threshold and take the challenge's best.
+
+    The challenge's ranking scores (``getMaximalVRandAfterThinning`` and
+    ``getMaximalVInfoAfterThinning`` in Fiji): `evaluate` at each threshold,
+    then the largest stack mean of V_rand and, separately, of V_info, each
+    with the threshold that reached it (the first of `thresholds` on a tie).
+    A pixel is membrane where P(membrane) > threshold; the default sweep
+    0.0, 0.1, ..., 1.0 is the challenge's (see the module docstring for how it
+    maps to the challenge's P(cell) > t'). The truth is prepared once, so a
+    sweep costs little more than the thinning of each thresholded map.
+
+    Parameters
+    ----------
+    prediction : (Y, X) or (Z, Y, X) ndarray
+        As for `evaluate`; for labels or a boolean map every threshold gives
+        the same scores.
+    truth : (Y, X) or (Z, Y, X) ndarray
+        As for `evaluate`.
+    thresholds : sequence of float
+        Thresholds in [0, 1], in the order to try them.
+
+    Returns
+    -------
+    scores : dict
+        JSON-serialisable: ``thresholds`` (as given), ``per_threshold`` (per
+        threshold, the dict of `evaluate` with its ``threshold``),
+        ``v_rand_max`` and ``v_rand_threshold``, ``v_info_max`` and
+        ``v_info_threshold``, ``pixel_error_min`` and ``pixel_error_threshold``
+        (the best mean and where it was reached; None for a segment score when
+        no slice has a true segment), and ``slices``.
+
+    Raises
+    ------
+    InputError
+        As for `evaluate`, or when `thresholds` is empty or holds a value
+        outside [0, 1].
+    """
+    thresholds = [float(t) for t in thresholds]
+    if not thresholds:
+        raise InputError("thresholds is empty; give at least one threshold in [0, 1]")
+    for threshold in thresholds:
+        _check_threshold(threshold)
+    membrane_at, truths, slices = _prepare(prediction, truth)
+    per_threshold = [{"threshold": t, **_evaluate_at(membrane_at(t), truths, slices)}
+                     for t in thresholds]
+    result: dict[str, Any] = {"thresholds": thresholds, "per_threshold": per_threshold}
+    for key, best, name in (("v_rand", max, "v_rand_max"), ("v_info", max, "v_info_max"),
+                            ("pixel_error", min, "pixel_error_min")):
+        scored = [(s[key], s["threshold"]) for s in per_threshold if s[key] is not None]
+        value = best((v for v, _ in scored), default=None)
+        result[name] = value
+        result[f"{key}_threshold"] = next((t for v, t in scored if v == value), None)
+    result["slices"] = slices
+    return result
+
+
+def _prepare(
+    prediction: np.ndarray, truth: np.ndarray
+) -> tuple[Callable[[float], np.ndarray], dict[int, _Truth], list[int]]:
+    """Check the inputs; return a thresholding function, the truth by slice, the slices."""
     prediction = np.asarray(prediction)
     truth = np.asarray(truth)
     if prediction.shape != truth.shape:
@@ -268,31 +400,39 @@ def evaluate(prediction: np.ndarray, truth: np.ndarray, *, threshold: float = 0.
         )
     if truth.ndim not in (2, 3):
         raise InputError(f"truth has shape {truth.shape}; expected (Y, X) or (Z, Y, X)")
-    if not 0.0 <= threshold <= 1.0:
-        raise InputError(f"threshold {threshold} is not a probability in [0, 1]")
-    membrane = _prediction_membrane(prediction, threshold)
+    membrane_at = _membrane_function(prediction)
     truth = to_annotation(truth)
     slices = annotated_slices(truth)
     if not slices:
         raise InputError("truth holds no annotated pixel (all 0); nothing to evaluate")
-    if truth.ndim == 2:
-        membrane, truth = membrane[None], truth[None]
-    per_slice = [{"slice": z, **_evaluate_slice(membrane[z], truth[z])} for z in slices]
+    stack = truth[None] if truth.ndim == 2 else truth
+    return membrane_at, {z: _prepare_truth(stack[z]) for z in slices}, slices
+
+
+def _prepare_truth(truth: np.ndarray) -> _Truth:
+    annotated = truth != UNLABELLED
+    # The challenge does not thin the ground truth: its membrane is background.
+    segments = ndi.label(truth == INTERIOR, _FOUR)[0].ravel()
+    foreground = np.flatnonzero(segments)
+    return _Truth(annotated, truth == MEMBRANE, foreground, segments[foreground].astype(np.int64))
+
+
+def _evaluate_at(membrane: np.ndarray, truths: dict[int, _Truth], slices: list[int]) -> dict:
+    stack = membrane[None] if membrane.ndim == 2 else membrane
+    per_slice = [{"slice": z, **_score_slice(stack[z], truths[z])} for z in slices]
     means = {key: _mean([scores[key] for scores in per_slice]) for key in _KEYS}
     return {**means, "slices": slices, "per_slice": per_slice}
 
 
-def _evaluate_slice(membrane: np.ndarray, truth: np.ndarray) -> dict[str, float | None]:
-    annotated = truth != UNLABELLED
-    true_membrane = truth == MEMBRANE
+def _score_slice(membrane: np.ndarray, truth: _Truth) -> dict[str, float | None]:
     scores: dict[str, float | None] = {
-        "pixel_error": pixel_error(membrane, true_membrane, mask=annotated)
+        "pixel_error": pixel_error(membrane, truth.membrane, mask=truth.annotated)
     }
-    true_segments = segments_from_membrane(true_membrane, mask=annotated)
-    if not true_segments.any():
+    if not truth.foreground.size:
         return {**scores, **dict.fromkeys(_SEGMENT_KEYS)}
-    joint, pred, true = _joint_distribution(segments_from_membrane(membrane), true_segments)
-    rand, info = _rand(joint, pred, true), _info(joint, pred, true)
+    proposal = _flood_membrane(membrane).ravel()[truth.foreground]
+    table = _Table.of(proposal.astype(np.int64), truth.segments)
+    rand, info = _rand(table), _info(table)
     return {
         **scores,
         "v_rand": rand.score, "v_rand_split": rand.split, "v_rand_merge": rand.merge,
@@ -300,9 +440,10 @@ def _evaluate_slice(membrane: np.ndarray, truth: np.ndarray) -> dict[str, float 
     }
 
 
-def _prediction_membrane(prediction: np.ndarray, threshold: float) -> np.ndarray:
+def _membrane_function(prediction: np.ndarray) -> Callable[[float], np.ndarray]:
+    """Check a prediction once; return a function from threshold to membrane map."""
     if prediction.dtype == bool:
-        return prediction
+        return lambda threshold: prediction
     if np.issubdtype(prediction.dtype, np.floating):
         if not np.isfinite(prediction).all():
             raise InputError("prediction contains NaN or inf values")
@@ -312,7 +453,7 @@ def _prediction_membrane(prediction: np.ndarray, threshold: float) -> np.ndarray
                 f"prediction values span [{low:g}, {high:g}]; float predictions are membrane "
                 "probabilities in [0, 1]"
             )
-        return prediction > threshold
+        return lambda threshold: prediction > threshold
     if not np.issubdtype(prediction.dtype, np.integer):
         raise InputError(f"prediction has dtype {prediction.dtype}; expected probabilities "
                          "or annotation labels")
@@ -322,69 +463,175 @@ def _prediction_membrane(prediction: np.ndarray, threshold: float) -> np.ndarray
             f"prediction label values {extra[:5]} are not annotation labels (1 = membrane, "
             "2 = interior); convert an exported mask with labels.mask_to_annotation first"
         )
-    return prediction == MEMBRANE
+    membrane = prediction == MEMBRANE
+    return lambda threshold: membrane
 
 
-def _thin(membrane: np.ndarray) -> np.ndarray:
-    # The closing frame of membrane stops thinning from retracting a line's
-    # end away from the border, which would join the cells on its two sides.
-    padded = np.pad(membrane, _PAD, mode="edge")
-    padded = np.pad(padded, 1, constant_values=True)
-    inner = slice(_PAD + 1, -_PAD - 1)
-    return skeletonize(padded)[inner, inner]
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"threshold {threshold} is not a probability in [0, 1]")
 
 
-def _joint_distribution(
-    pred_segments: np.ndarray, true_segments: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return the nonzero p_ij and the marginals s_i, t_j over the true foreground."""
+# --- border thinning --------------------------------------------------------------------------
+
+
+def _flood_membrane(membrane: np.ndarray) -> np.ndarray:
+    """Label the basins of a membrane map and flood its membrane (see `segments_from_membrane`)."""
+    labels, count = ndi.label(~membrane, _FOUR)
+    labels = labels.astype(np.int32)
+    if count == 0:
+        # Nothing but membrane: the flood finds one minimum, the whole image.
+        return np.ones(membrane.shape, np.int32)
+    if membrane.any():
+        labels[membrane] = _UNREACHED
+        _compiled_flood()(labels, np.empty(np.count_nonzero(membrane), np.int64))
+    return labels
+
+
+@functools.cache
+def _compiled_flood() -> Callable[[np.ndarray, np.ndarray], None]:
+    """Compile `_flood` with numba, on first use.
+
+    numba is imported here, not with this module, so ``import napari_unet``
+    stays light (as in `napari_unet.weights`); ``cache=True`` keeps the
+    machine code on disk after the first compile.
+    """
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(_flood)
+
+
+def _flood(labels: np.ndarray, queue: np.ndarray) -> None:
+    """Flood the unreached pixels of `labels` from its basins, in place (compiled by numba).
+
+    Our breadth-first form of Vincent and Soille's flooding (1991) for an
+    image of two levels, basins (> 0) below membrane (`_UNREACHED`). Seeds
+    are the membrane pixels touching a basin, in column-major order; a pixel
+    is decided when it leaves the queue, from its neighbours decided before
+    it: one basin among them gives that basin, two or more basins, or only
+    dams, give a dam. Neighbours still unreached join the queue in `_STEPS`
+    order. `queue` holds at least as many entries as there are membrane pixels.
+    """
+    height, width = labels.shape
+    tail = 0
+    for x in range(width):
+        for y in range(height):
+            if labels[y, x] != _UNREACHED:
+                continue
+            for dy, dx in _STEPS:
+                v, u = y + dy, x + dx
+                if 0 <= v < height and 0 <= u < width and labels[v, u] > 0:
+                    labels[y, x] = _QUEUED
+                    queue[tail] = y * width + x
+                    tail += 1
+                    break
+    head = 0
+    while head < tail:
+        y, x = queue[head] // width, queue[head] % width
+        head += 1
+        basin = 0
+        dam = False
+        for dy, dx in _STEPS:
+            v, u = y + dy, x + dx
+            if not (0 <= v < height and 0 <= u < width):
+                continue
+            neighbour = labels[v, u]
+            if neighbour > 0:
+                if basin == 0:
+                    basin = neighbour
+                elif neighbour != basin:
+                    dam = True
+            elif neighbour == _UNREACHED:
+                labels[v, u] = _QUEUED
+                queue[tail] = v * width + u
+                tail += 1
+        labels[y, x] = _DAM if dam or basin == 0 else basin
+
+
+# --- the foreground-restricted table and its scores -------------------------------------------
+
+
+class _Table(NamedTuple):
+    """Pixel counts of the foreground-restricted contingency table (integers)."""
+
+    joint: np.ndarray  # nonzero n_ij over proposal segments i > 0 and true segments j
+    pred: np.ndarray  # nonzero s_i, proposal segments i > 0
+    true: np.ndarray  # nonzero t_j
+    singles: int  # foreground pixels on proposal label 0: one-pixel segments
+    n: int  # foreground pixels
+
+    @staticmethod
+    def of(pred: np.ndarray, true: np.ndarray) -> "_Table":
+        """Count the table of 1-D non-negative int64 labels, `true` all > 0."""
+        on_segment = pred > 0
+        singles = int(pred.size - np.count_nonzero(on_segment))
+        pred, inner = _compact(pred[on_segment]), _compact(true[on_segment])
+        true = _compact(true)
+        rows = int(inner.max(initial=0)) + 1
+        keys = pred * rows + inner
+        if keys.size and (int(pred.max()) + 1) * rows <= 4 * keys.size + 65_536:
+            joint = np.bincount(keys)
+        else:
+            joint = np.unique(keys, return_counts=True)[1]
+        return _Table(
+            joint=_nonzero(joint), pred=_nonzero(np.bincount(pred)),
+            true=_nonzero(np.bincount(true)), singles=singles, n=int(true.size),
+        )
+
+
+def _restrict(pred_segments: np.ndarray, true_segments: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Return the labels of both over the true foreground, as 1-D int64."""
     pred = _as_labels(pred_segments, "pred_segments")
     true = _as_labels(true_segments, "true_segments")
     _check_same_shape(pred, true, "pred_segments", "true_segments")
     foreground = true != 0
     if not foreground.any():
         raise InputError("true_segments has no segment pixel (all 0); nothing to score")
-    true = _compact(true[foreground])
-    pred = _compact(pred[foreground])
-    # Predicted boundary pixels inside a true segment are one-pixel segments.
-    boundary = pred == 0
-    pred[boundary] = pred.max() + 1 + np.arange(np.count_nonzero(boundary))
-    table = contingency_table(true, pred, normalize=True, sparse_type="array")
-    joint = table.data[table.data > 0]
-    true_marginal = np.asarray(table.sum(axis=1)).ravel()
-    pred_marginal = np.asarray(table.sum(axis=0)).ravel()
-    return joint, pred_marginal[pred_marginal > 0], true_marginal[true_marginal > 0]
+    return pred[foreground].astype(np.int64), true[foreground].astype(np.int64)
 
 
-def _rand(joint: np.ndarray, pred: np.ndarray, true: np.ndarray) -> Scores:
-    agree = float(joint @ joint)
-    pred_pairs, true_pairs = float(pred @ pred), float(true @ true)
-    return Scores(
-        score=_ratio(agree, 0.5 * pred_pairs + 0.5 * true_pairs),
-        merge=_ratio(agree, pred_pairs),
-        split=_ratio(agree, true_pairs),
-    )
+def _rand(table: _Table) -> Scores:
+    # Pair counts (n^2 times the sums of squared probabilities), exact in int64.
+    # Each one-pixel segment adds 1 to the agreeing and to the proposal's pairs.
+    agree = int(table.joint @ table.joint) + table.singles
+    pred_pairs = int(table.pred @ table.pred) + table.singles
+    true_pairs = int(table.true @ table.true)
+    merge = agree / pred_pairs  # Fiji's precision, 1 exactly when no false merge
+    split = agree / true_pairs  # Fiji's recall
+    return Scores(score=_harmonic(merge, split), merge=merge, split=split)
 
 
-def _info(joint: np.ndarray, pred: np.ndarray, true: np.ndarray) -> Scores:
-    h_pred, h_true = _entropy(pred), _entropy(true)
-    mutual = max(h_pred + h_true - _entropy(joint), 0.0)
-    return Scores(
-        score=_ratio(2.0 * mutual, h_pred + h_true),
-        merge=_ratio(mutual, h_true),
-        split=_ratio(mutual, h_pred),
-    )
+def _info(table: _Table) -> Scores:
+    # H = log n - sum c log c / n over the counts c; one-pixel segments add 0.
+    n = table.n
+    h_pred = _entropy(table.pred, n)
+    h_true = _entropy(table.true, n)
+    h_joint = _entropy(table.joint, n)
+    mutual = h_pred + h_true - h_joint
+    # Fiji's cases of zero entropy, told apart by segment counts rather than
+    # by rounded entropies: one true segment gives merge 0 and split 1, but
+    # one proposal segment (checked after it, so it wins) merge 1 and split 0.
+    if len(table.pred) + table.singles == 1:
+        merge, split = 1.0, 0.0
+    elif len(table.true) == 1:
+        merge, split = 0.0, 1.0
+    else:
+        merge, split = _clip(mutual / h_true), _clip(mutual / h_pred)
+    return Scores(score=_harmonic(merge, split), merge=merge, split=split)
 
 
-def _entropy(probabilities: np.ndarray) -> float:
-    return float(-(probabilities @ np.log(probabilities)))
+def _entropy(counts: np.ndarray, n: int) -> float:
+    counts = counts.astype(np.float64)
+    return float(np.log(n) - (counts @ np.log(counts)) / n)
 
 
-def _ratio(numerator: float, denominator: float) -> float:
-    # 0/0 arises only when nothing can be split or merged: a perfect score.
-    if denominator <= 1e-12:
-        return 1.0
-    return float(min(max(numerator / denominator, 0.0), 1.0))
+def _harmonic(merge: float, split: float) -> float:
+    # Fiji leaves 0 / 0 undefined (NaN); it arises only when both parts are 0.
+    return 0.0 if merge + split <= 0 else _clip(2.0 * merge * split / (merge + split))
+
+
+def _clip(value: float) -> float:
+    return float(min(max(value, 0.0), 1.0))
 
 
 def _mean(values: list[Any]) -> float | None:
@@ -392,10 +639,14 @@ def _mean(values: list[Any]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
+def _nonzero(counts: np.ndarray) -> np.ndarray:
+    return counts[counts > 0].astype(np.int64)
+
+
 def _compact(labels: np.ndarray) -> np.ndarray:
     """Return int64 labels, renumbered when their values would waste table rows."""
     labels = labels.astype(np.int64)
-    if labels.size and labels.max() >= labels.size:
+    if labels.size and labels.max() >= 2 * labels.size:
         values, labels = np.unique(labels, return_inverse=True)
         labels = labels + (values[0] != 0)  # keep 0 meaning 0
     return labels

@@ -1,5 +1,6 @@
 import json
 import math
+from collections import deque
 
 import numpy as np
 import pytest
@@ -10,7 +11,9 @@ from napari_unet.datasets import isbi2012
 from napari_unet.errors import InputError
 from napari_unet.labels import INTERIOR, MEMBRANE
 from napari_unet.metrics import (
+    CHALLENGE_THRESHOLDS,
     evaluate,
+    evaluate_thresholds,
     info_scores,
     pixel_error,
     rand_scores,
@@ -86,6 +89,111 @@ def test_mask_keeps_segments_inside_it():
     assert (segments[:, 3] == 0).all()
 
 
+def test_even_width_band_gets_its_dam_on_the_side_the_flood_reaches_later():
+    # The challenge's flood seeds column by column (top to bottom, left to right)
+    # and decides a membrane pixel from its neighbours decided before it.
+    vertical = np.zeros((6, 10), dtype=bool)
+    vertical[:, 4:6] = True
+    segments = segments_from_membrane(vertical)
+    # Column 4 is seeded first and joins the left cell; column 5 then sees the left
+    # cell (column 4) and the right cell (column 6): a dam.
+    assert (segments[:, :5] == segments[0, 0]).all()
+    assert (segments[:, 5] == 0).all()
+    assert (segments[:, 6:] == segments[0, 9]).all()
+    horizontal = np.zeros((6, 5), dtype=bool)
+    horizontal[2:4] = True
+    segments = segments_from_membrane(horizontal)
+    # Within a column row 2 comes before row 3: the lower row is the dam.
+    assert (segments[:3] == segments[0, 0]).all()
+    assert (segments[3] == 0).all()
+    assert (segments[4:] == segments[5, 0]).all()
+
+
+def test_membrane_speck_inside_a_cell_joins_the_cell():
+    membrane = np.zeros((9, 9), dtype=bool)
+    membrane[3:6, 3:6] = True  # reached only by the surrounding cell: no dam
+    segments = segments_from_membrane(membrane)
+    np.testing.assert_array_equal(segments, np.ones((9, 9)))
+
+
+def test_maps_without_membrane_or_without_cells_are_one_segment():
+    np.testing.assert_array_equal(segments_from_membrane(np.zeros((3, 4), bool)), 1)
+    # No basin to flood from: the challenge's watershed makes the whole map one basin.
+    np.testing.assert_array_equal(segments_from_membrane(np.ones((3, 4), bool)), 1)
+
+
+def vincent_soille(membrane):
+    """Reference: Vincent and Soille's (1991) flooding of the two-level image, as published.
+
+    Cells (level 0) become basins, 4-connected, numbered in column-major order.
+    Membrane pixels (level 1) touching a basin are queued in column-major order;
+    a queued pixel takes the label of a labelled neighbour, becomes a watershed
+    pixel (0) on meeting a second label, and the `flag` lets a pixel that first
+    saw a watershed neighbour still take a basin's label.
+    """
+    height, width = membrane.shape
+    mask, queued, unset = -2, -3, -1
+    lab = np.full((height, width), unset)
+    order = [(y, x) for x in range(width) for y in range(height)]
+
+    def around(y, x):
+        for v, u in ((y, x - 1), (y - 1, x), (y, x + 1), (y + 1, x)):
+            if 0 <= v < height and 0 <= u < width:
+                yield v, u
+
+    current, flag = 0, False
+    for level in (False, True):
+        pixels = [p for p in order if membrane[p] == level]
+        fifo = deque()
+        for p in pixels:
+            lab[p] = mask
+            if any(lab[q] >= 0 for q in around(*p)):
+                lab[p] = queued
+                fifo.append(p)
+        while fifo:
+            p = fifo.popleft()
+            for q in around(*p):
+                if lab[q] > 0:
+                    if lab[p] == queued or (lab[p] == 0 and flag):
+                        lab[p] = lab[q]
+                    elif lab[p] > 0 and lab[p] != lab[q]:
+                        lab[p], flag = 0, False
+                elif lab[q] == 0:
+                    if lab[p] == queued:
+                        lab[p], flag = 0, True
+                elif lab[q] == mask:
+                    lab[q] = queued
+                    fifo.append(q)
+        for p in pixels:
+            if lab[p] == mask:
+                current += 1
+                lab[p] = current
+                fifo.append(p)
+                while fifo:
+                    for q in around(*fifo.popleft()):
+                        if lab[q] == mask:
+                            lab[q] = current
+                            fifo.append(q)
+    return lab
+
+
+def test_flood_matches_the_published_watershed_algorithm():
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        shape = tuple(rng.integers(1, 13, size=2))
+        if trial % 2:
+            membrane = rng.random(shape) < rng.uniform(0.2, 0.9)
+        else:
+            seeds = rng.random(shape) < 0.15
+            membrane = ndi.binary_dilation(seeds, iterations=int(rng.integers(1, 3)))
+        expected = vincent_soille(membrane)
+        segments = segments_from_membrane(membrane)
+        np.testing.assert_array_equal(segments == 0, expected == 0)
+        # The same partition: labels correspond one to one.
+        pairs = np.unique(np.stack([segments[segments > 0], expected[expected > 0]]), axis=1)
+        assert len(set(pairs[0])) == len(set(pairs[1])) == pairs.shape[1]
+
+
 # --- Rand and information scores on literal segmentations -------------------------------------
 
 def test_rand_scores_of_a_merge():
@@ -138,6 +246,20 @@ def test_true_background_is_ignored_and_label_values_do_not_matter():
     pred = np.array([5, 9, 7, 7, 3, 3])
     assert rand_scores(pred, true) == pytest.approx((1.0, 1.0, 1.0))
     assert info_scores(pred, true) == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_single_segment_information_scores_follow_fiji():
+    # H(T) = 0 (one true segment): merge I/H(T) is taken as 0, split as 1 -> V_info 0;
+    # H(S) = 0 (one proposal segment): merge 1, split 0, which wins when both are 0,
+    # so even a perfect one-segment proposal scores V_info 0.
+    one = np.array([1, 1, 1, 1])
+    assert info_scores(np.array([1, 1, 2, 2]), one) == (0.0, 0.0, 1.0)
+    assert info_scores(one, np.array([1, 1, 2, 2])) == (0.0, 1.0, 0.0)
+    assert info_scores(one, one) == (0.0, 1.0, 0.0)
+    # A lone one-pixel segment is one proposal segment too (H(S) = 0).
+    assert info_scores(np.array([0]), np.array([3])) == (0.0, 1.0, 0.0)
+    # Rand has no such case: one segment on both sides agrees perfectly.
+    assert rand_scores(one, one) == (1.0, 1.0, 1.0)
 
 
 def test_scores_agree_with_scikit_image():
@@ -224,6 +346,57 @@ def test_thick_predicted_boundary_scores_like_a_thin_one():
     assert result["pixel_error"] == pytest.approx(24 / 144)  # no thinning for pixel error
 
 
+def test_dams_on_true_membrane_cost_nothing_dams_in_cells_are_one_pixel_segments():
+    # The truth is not thinned: its membrane (columns 4-6) is outside the foreground.
+    truth = two_cells((4, 5, 6))  # cells: columns 0-3 (48 px), 7-11 (60 px); n = 108
+    for line in (4, 5, 6):
+        result = evaluate(two_cells((line,)), truth)
+        assert (result["v_rand"], result["v_info"]) == (1.0, 1.0), line
+    # A line at column 3 runs through the left cell: its 12 dam pixels are one-pixel
+    # segments. n_ij: 36 (columns 0-2), 60 (right cell), 12 singletons ->
+    # sum n_ij^2 = 1296 + 3600 + 12 = 4908 = sum s_i^2; sum t_j^2 = 48^2 + 60^2 = 5904.
+    result = evaluate(two_cells((3,)), truth)
+    assert result["v_rand_merge"] == 1.0
+    assert result["v_rand_split"] == pytest.approx(4908 / 5904)
+    assert result["v_rand"] == pytest.approx(4908 / (0.5 * 4908 + 0.5 * 5904))  # 0.9079
+    # Every proposal segment lies in one true segment: I = H(T), merge 1, split H(T)/H(S).
+    h_t = -(48 / 108 * math.log(48 / 108) + 60 / 108 * math.log(60 / 108))
+    h_s = math.log(108) - (36 * math.log(36) + 60 * math.log(60)) / 108
+    assert result["v_info_merge"] == pytest.approx(1.0)
+    assert result["v_info_split"] == pytest.approx(h_t / h_s)
+
+
+def test_predicted_membrane_inside_a_cell_joins_the_cell():
+    truth = two_cells((5,))
+    prediction = two_cells((5,))
+    prediction[3:5, 8:10] = MEMBRANE  # a 2 x 2 speck in the right cell
+    result = evaluate(prediction, truth)
+    # The flood hands the speck to the cell around it: no one-pixel segments.
+    assert (result["v_rand"], result["v_info"]) == (1.0, 1.0)
+    assert result["pixel_error"] == pytest.approx(4 / 144)
+
+
+def test_position_of_the_dam_in_an_even_band_decides_the_score():
+    prediction = np.full((6, 10), INTERIOR, dtype=np.uint8)
+    prediction[:, 4:6] = MEMBRANE  # dam on column 5, column 4 joins the left cell
+    truth_at_5 = np.full((6, 10), INTERIOR, dtype=np.uint8)
+    truth_at_5[:, 5] = MEMBRANE
+    assert evaluate(prediction, truth_at_5)["v_rand"] == 1.0
+    truth_at_4 = np.full((6, 10), INTERIOR, dtype=np.uint8)
+    truth_at_4[:, 4] = MEMBRANE  # true cells: columns 0-3 (24 px), 5-9 (30 px); n = 54
+    result = evaluate(prediction, truth_at_4)
+    # n_ij: 24 (left), 24 (columns 6-9), and the dam's 6 pixels on column 5 as
+    # one-pixel segments: sum n_ij^2 = 576 + 576 + 6 = 1158 = sum s_i^2;
+    # sum t_j^2 = 24^2 + 30^2 = 1476. V_rand = 1158 / (0.5 * 1158 + 0.5 * 1476) = 0.8793.
+    assert result["v_rand_merge"] == 1.0
+    assert result["v_rand_split"] == pytest.approx(1158 / 1476)
+    assert result["v_rand"] == pytest.approx(1158 / 1317)
+    h_t = -(24 / 54 * math.log(24 / 54) + 30 / 54 * math.log(30 / 54))
+    h_s = math.log(54) - 2 * 24 * math.log(24) / 54
+    assert result["v_info"] == pytest.approx(2 * h_t / (h_t + h_s))
+    assert result["pixel_error"] == pytest.approx(6 / 60)  # column 5
+
+
 def test_only_annotated_pixels_are_scored():
     truth = two_cells((5,))
     truth[:, 9:] = 0  # not annotated
@@ -297,6 +470,80 @@ def test_all_interior_prediction_scores_low(isbi_labels):
     assert result["v_rand"] < 0.2
     assert result["v_rand_split"] == pytest.approx(1.0)  # nothing is split ...
     assert result["v_info"] == pytest.approx(0.0)  # ... and no information is shared
+
+
+# --- threshold sweep --------------------------------------------------------------------------
+
+def sweep_probabilities():
+    """12 x 12 P(membrane): the true line (column 5) at 0.75, a false line (column 8) at 0.35."""
+    probabilities = np.full((12, 12), 0.05, dtype=np.float32)
+    probabilities[:, 5] = 0.75
+    probabilities[:, 8] = 0.35
+    return probabilities
+
+
+def test_threshold_sweep_scores_each_threshold_and_takes_the_best():
+    result = evaluate_thresholds(sweep_probabilities(), two_cells((5,)))
+    assert result["thresholds"] == list(CHALLENGE_THRESHOLDS)
+    assert CHALLENGE_THRESHOLDS == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    v_rand = {s["threshold"]: s["v_rand"] for s in result["per_threshold"]}
+    v_info = {s["threshold"]: s["v_info"] for s in result["per_threshold"]}
+    # Membrane where P > t. t = 0: all membrane, no cell -> one segment (the merge case
+    # of test_wrong_boundaries_score_below_one, 8784 / 13104) and V_info 0.
+    assert v_rand[0.0] == pytest.approx(8784 / 13104)
+    assert v_info[0.0] == 0.0
+    # 0.1 ... 0.3: both lines, the false one splits the right cell (5484 / 7134).
+    for t in (0.1, 0.2, 0.3):
+        assert v_rand[t] == pytest.approx(5484 / 7134), t
+    # 0.4 ... 0.7: only the true line: perfect.
+    for t in (0.4, 0.5, 0.6, 0.7):
+        assert (v_rand[t], v_info[t]) == (1.0, 1.0), t
+    # 0.8 ... 1.0: no membrane, one segment: the merge case again.
+    for t in (0.8, 0.9, 1.0):
+        assert v_rand[t] == pytest.approx(8784 / 13104), t
+        assert v_info[t] == 0.0
+    # The best, with the first threshold that reaches it.
+    assert (result["v_rand_max"], result["v_rand_threshold"]) == (1.0, 0.4)
+    assert (result["v_info_max"], result["v_info_threshold"]) == (1.0, 0.4)
+    assert (result["pixel_error_min"], result["pixel_error_threshold"]) == (0.0, 0.4)
+    json.dumps(result, allow_nan=False)
+
+
+def test_threshold_sweep_maximum_is_at_least_every_threshold(isbi_labels):
+    truth = isbi_labels[:, :160, :160]
+    rng = np.random.default_rng(3)
+    membrane = (truth == MEMBRANE).astype(np.float32)
+    noise = ndi.gaussian_filter(rng.normal(size=truth.shape), (0, 2, 2)) * 4
+    blurred = ndi.gaussian_filter(membrane, (0, 1.5, 1.5)) * 1.8
+    probabilities = np.clip(blurred + noise - 0.2, 0, 1).astype(np.float32)
+    thresholds = (0.25, 0.5, 0.75, 0.1)
+    result = evaluate_thresholds(probabilities, truth, thresholds)
+    assert result["thresholds"] == list(thresholds)
+    assert result["slices"] == [0, 1]
+    for scores, threshold in zip(result["per_threshold"], thresholds, strict=True):
+        # Each entry is evaluate() at that threshold.
+        single = evaluate(probabilities, truth, threshold=threshold)
+        assert scores == {"threshold": threshold, **single}
+        assert result["v_rand_max"] >= scores["v_rand"]
+        assert result["v_info_max"] >= scores["v_info"]
+        assert result["pixel_error_min"] <= scores["pixel_error"]
+    best = {s["threshold"]: s for s in result["per_threshold"]}
+    assert best[result["v_rand_threshold"]]["v_rand"] == result["v_rand_max"]
+    assert best[result["v_info_threshold"]]["v_info"] == result["v_info_max"]
+    assert len({s["v_rand"] for s in result["per_threshold"]}) > 1  # the sweep matters here
+
+
+def test_threshold_sweep_of_labels_is_flat():
+    result = evaluate_thresholds(two_cells((5, 8)), two_cells((5,)), (0.2, 0.7))
+    first, second = result["per_threshold"]
+    assert {**first, "threshold": 0.7} == second
+    assert result["v_rand_threshold"] == 0.2
+
+
+@pytest.mark.parametrize(("thresholds", "message"), [((), "empty"), ((0.5, 1.5), r"\[0, 1\]")])
+def test_bad_thresholds_are_reported(thresholds, message):
+    with pytest.raises(InputError, match=message):
+        evaluate_thresholds(sweep_probabilities(), two_cells((5,)), thresholds)
 
 
 # --- input errors -----------------------------------------------------------------------------
