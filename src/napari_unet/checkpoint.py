@@ -25,6 +25,22 @@ from .model import UNet
 FORMAT = "napari-unet-model"
 VERSION = 1
 
+BUNDLED = {"isbi2012": Path(__file__).parent / "data" / "models" / "isbi2012.pt"}
+"""Models shipped with the package, by the name that stands for a model file anywhere
+(``napari-unet predict isbi2012 ...``); docs/models.md is their model card."""
+
+
+def is_bundled(path: str | os.PathLike) -> bool:
+    """Whether a path is one of the bundled models' files (never to be written next to)."""
+    return Path(path).resolve() in {p.resolve() for p in BUNDLED.values()}
+
+
+def model_path(model: str | os.PathLike) -> Path:
+    """Return the file of a model given by path or by a bundled model's name (`BUNDLED`)."""
+    if isinstance(model, str) and model in BUNDLED:
+        return BUNDLED[model]
+    return Path(model)
+
 
 @dataclass
 class ModelFile:
@@ -115,6 +131,7 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
     Parameters
     ----------
     path : str or PathLike
+        A model file, or the name of a bundled model (``'isbi2012'``, see `BUNDLED`).
     map_location : str or torch.device
         Where the tensors go.
 
@@ -128,9 +145,10 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
         For a missing, corrupt, foreign or newer-format file, or one carrying
         pickled code.
     """
-    path = Path(path)
+    path = model_path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such model file")
+        raise InputError(f"{path}: no such model file (or a bundled model: "
+                         f"{', '.join(BUNDLED)})")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

@@ -7,6 +7,7 @@ terminal progress bar.
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,46 +16,57 @@ from .errors import InputError
 
 # Flags that set config fields: (flag, section, field, type, help).
 CONFIG_FLAGS = [
-    ("--epochs", "train", "epochs", int, "maximum number of epochs (default 100)"),
+    ("--epochs", "train", "epochs", int, "maximum number of epochs (100)"),
     ("--minutes", "train", "minutes", float, "wall-clock budget; stops cleanly and saves"),
     ("--samples-per-epoch", "train", "samples_per_epoch", int,
      "tiles per epoch (default: enough to cover every training slice once)"),
     ("--device", "train", "device", str, "auto (CUDA, then MPS, then CPU), cpu, cuda, mps"),
     ("--precision", "train", "precision", str, "auto (bf16 on CUDA), float32, bfloat16, float16"),
     ("--seed", "train", "seed", int, "seed of sampling, augmentation and initialisation"),
-    ("--tile", "train", "tile", int, "output tile side in pixels (default 388, the paper's)"),
-    ("--batch-size", "train", "batch_size", int, "tiles per step (default 1, the paper's)"),
+    ("--tile", "train", "tile", int, "output tile side in pixels (paper 388, cpu 192)"),
+    ("--batch-size", "train", "batch_size", int, "tiles per step (paper 1, cpu 4)"),
     ("--accumulate", "train", "accumulate", int, "steps per optimizer update"),
-    ("--optimizer", "train", "optimizer", str, "sgd (default, momentum 0.99) or adam"),
-    ("--lr", "train", "lr", float, "learning rate (default 0.01)"),
-    ("--momentum", "train", "momentum", float, "SGD momentum (default 0.99)"),
+    ("--optimizer", "train", "optimizer", str, "sgd (paper, momentum 0.99) or adam (cpu)"),
+    ("--lr", "train", "lr", float, "learning rate (paper 0.01, cpu 0.001)"),
+    ("--momentum", "train", "momentum", float, "SGD momentum (0.99)"),
     ("--schedule", "train", "schedule", str, "none (default), cosine or plateau"),
     ("--patience", "train", "patience", int, "validations without improvement before stopping"),
     ("--monitor", "train", "monitor", str, "v_rand (default), v_info, pixel_error or val_loss"),
     ("--workers", "train", "num_workers", int, "data-loading processes"),
-    ("--depth", "model", "depth", int, "resolution levels of the U-Net (default 5)"),
-    ("--base-channels", "model", "base_channels", int, "channels of the first level (64)"),
-    ("--padding", "model", "padding", str, "valid (default, the paper's) or same"),
-    ("--w0", "weights", "w0", float, "border weight w0 of eq. 2 (default 10)"),
-    ("--sigma", "weights", "sigma", float, "border width sigma of eq. 2 (default 5)"),
+    ("--depth", "model", "depth", int, "resolution levels of the U-Net (5)"),
+    ("--base-channels", "model", "base_channels", int,
+     "channels of the first level (paper 64, cpu 16)"),
+    ("--padding", "model", "padding", str, "valid (paper) or same (cpu)"),
+    ("--w0", "weights", "w0", float, "border weight w0 of eq. 2 (paper 10)"),
+    ("--sigma", "weights", "sigma", float, "border width sigma of eq. 2 (paper 5)"),
     ("--augment-strength", "augment", "strength", float, "0 = no augmentation, 1 = default"),
 ]
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config`` and every config flag (all default to 'not given')."""
+    """Add ``--preset``, ``--config`` and every config flag (all default to 'not given')."""
+    from .config import PRESET_HELP
+
+    parser.add_argument(
+        "--preset", default="auto", choices=list(PRESET_HELP),
+        help="starting settings (default auto); " +
+             "; ".join(f"{name}: {text}" for name, text in PRESET_HELP.items()) +
+             ". --config and flags override it")
     parser.add_argument("--config", metavar="FILE", help="settings as JSON or YAML; flags win")
     parser.add_argument("--val-slices", metavar="LIST",
-                        help="comma-separated validation slice indices, e.g. 5,15,25")
+                        help="comma-separated validation slice indices, e.g. 5,15,25; none: no "
+                        "validation")
     for flag, _, name, kind, text in CONFIG_FLAGS:
         parser.add_argument(flag, dest=f"cfg_{name}", type=kind, metavar=name.upper(), help=text)
 
 
 def config_from_args(args: argparse.Namespace):
-    """Build the Config: defaults, then the config file, then the flags given."""
-    from .config import Config, load_config, parse_slices
+    """Build the Config: the preset, then the config file, then the flags given."""
+    from .config import config_for_preset, load_config, parse_slices
 
-    config = load_config(args.config) if args.config else Config()
+    config = config_for_preset(args.preset, device=args.cfg_device or "auto")
+    if args.config:
+        config = load_config(args.config, base=config)
     sections: dict[str, dict] = {}
     for _, section, name, _, _ in CONFIG_FLAGS:
         value = getattr(args, f"cfg_{name}")
@@ -93,9 +105,49 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
+class TrainBar:
+    """The terminal view of a training run: what it trains on, then a bar to the end.
+
+    With a time budget the bar counts its seconds (the budget is what ends such a
+    run, not the planned epochs); otherwise it counts optimizer steps.
+    """
+
+    def __init__(self, minutes: float | None):
+        self.minutes, self.bar, self.started = minutes, None, 0.0
+
+    def show(self, progress) -> None:
+        """Show one `Progress` record: the start line, a validation line, or the bar."""
+        from .train import Event, describe_start
+
+        if progress.event is Event.START:
+            print(describe_start(progress.metrics), flush=True)
+            self.started = time.monotonic()
+            if self.minutes is not None:
+                self.bar = progress_bar(round(60 * self.minutes), "s")
+            else:
+                self.bar = progress_bar(progress.total_steps, "step")
+                self.bar.update(progress.step)
+            return
+        if progress.event is Event.VALIDATION:
+            self.bar.write(_format(progress.metrics))
+            return
+        done = (min(time.monotonic() - self.started, 60 * self.minutes)
+                if self.minutes is not None else progress.step)
+        self.bar.update(round(done) - self.bar.n)
+        self.bar.set_postfix(epoch=progress.epoch + 1, step=progress.step,
+                             loss=f"{progress.loss:.4f}", tiles_s=f"{progress.samples_per_s:.2f}",
+                             left=_duration(progress.eta_s))
+
+    def close(self) -> None:
+        """Close the bar (if it was opened)."""
+        if self.bar is not None:
+            self.bar.close()
+
+
 def run_train(args: argparse.Namespace) -> int:
     """``napari-unet train``: train and save the best and the last model."""
-    from .train import Event, TrainingError, last_path_for, train
+    from .config import resolve_preset
+    from .train import TrainingError, last_path_for, train
 
     output = Path(args.output)
     if output.exists() and not (args.resume or args.overwrite):
@@ -106,39 +158,53 @@ def run_train(args: argparse.Namespace) -> int:
         raise InputError(f"--resume: {resume} (the last model of {output}) does not exist")
     config = config_from_args(args)
     image, labels = read_pair(args.images, args.labels)
+    if not resume:
+        print(f"preset {resolve_preset(args.preset, config.train.device)}: "
+              f"{describe_config(config)}")
     jobs = train(image, labels, config, output=output, init=args.init, resume=resume)
-    bar = None
+    view = TrainBar(config.train.minutes)
     try:
         while True:
             try:
-                progress = next(jobs)
+                view.show(next(jobs))
             except StopIteration as stop:
                 result = stop.value
                 break
-            if bar is None:
-                bar = progress_bar(progress.total_steps, "step")
-                bar.update(progress.step - 1)
-            if progress.event is Event.STEP:
-                bar.update(progress.step - bar.n)
-                bar.set_postfix(loss=f"{progress.loss:.4f}", lr=f"{progress.lr:.2g}",
-                                tiles_s=f"{progress.samples_per_s:.2f}",
-                                left=_duration(progress.eta_s))
-            else:
-                bar.write(_format(progress.metrics))
     except KeyboardInterrupt:
         jobs.close()
+        view.close()
         print(f"\ninterrupted: the last model is in {last_path_for(output)}; continue with "
               "--resume")
         return 130
     except TrainingError as err:
+        view.close()
         print(f"napari-unet train: {err}")
         return 1
-    finally:
-        if bar is not None:
-            bar.close()
+    view.close()
     print(f"stopped after {result.reason}: best model {result.best_path}, last model "
           f"{result.last_path}")
     return 0
+
+
+def describe_config(config) -> str:
+    """Return the settings that matter most, in one line."""
+    m, t, w = config.model, config.train, config.weights
+    return (f"depth {m.depth}, width {m.base_channels}, {m.padding} padding"
+            f"{', batch norm' if m.batch_norm else ''}; tile {t.tile}, batch {t.batch_size}, "
+            f"{t.optimizer} lr {t.lr:g}; w0 {w.w0:g}, sigma {w.sigma:g}"
+            f"{', class balance' if w.balance else ''}; augmentation: "
+            f"{describe_augment(config.augment)}")
+
+
+def describe_augment(augment) -> str:
+    """Name the augmentations a config applies (``'flips'``, ``'flips, elastic'``, ``'none'``)."""
+    a = augment
+    grey = max(a.brightness_contrast_p, a.multiplicative_noise_p, a.gauss_noise_p)
+    kinds = [("flips", a.flip_p), ("affine", a.affine_p), ("elastic", a.elastic_p),
+             ("fine elastic", a.fine_elastic_p), ("grey values", grey)]
+    names = [name for name, p in kinds if p > 0] if a.strength > 0 else []
+    scale = f" at strength {a.strength:g}" if names and a.strength != 1 else ""
+    return (", ".join(names) or "none") + scale
 
 
 def run_lr_find(args: argparse.Namespace) -> int:
@@ -203,7 +269,8 @@ def add_jobs(jobs) -> None:
     train.add_argument("labels", help="TIFF labels: 0/1/2 annotation or 0/255 ISBI convention")
     train.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file")
     train.add_argument("--resume", action="store_true", help="continue MODEL's last model")
-    train.add_argument("--init", metavar="MODEL", help="start from this model's weights")
+    train.add_argument("--init", metavar="MODEL", help="start from this model's weights (a "
+                       "file, or isbi2012: the bundled ISBI 2012 model)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing MODEL")
     add_config_flags(train)
     train.set_defaults(run=run_train)

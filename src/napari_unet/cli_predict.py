@@ -156,7 +156,8 @@ def add_predict(jobs) -> None:
         description="Predict membrane probabilities by overlap-tiling and write the mask "
         "(uint8, 255 = membrane, 0 = not membrane; --isbi: 0 = membrane, 255 = interior).",
     )
-    parser.add_argument("model", help="model file from napari-unet train")
+    parser.add_argument("model", help="model file from napari-unet train, or isbi2012 (the "
+                        "bundled ISBI 2012 model)")
     parser.add_argument("images", help="TIFF image or .zarr array, (Y, X) or (Z, Y, X)")
     parser.add_argument("-o", "--output", required=True, metavar="MASK.tif",
                         help="mask file: .tif, or .zarr for large volumes")

@@ -59,9 +59,31 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
 
 
+_GUI_CORES = 0
+"""Cores kept free for a GUI in this process (napari's event loop); see `reserve_gui_core`."""
+
+
+def reserve_gui_core() -> None:
+    """Keep one core free for the GUI from now on (called when the napari widgets load)."""
+    global _GUI_CORES
+    _GUI_CORES = 1
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. under ``taskset``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def cpu_threads() -> int:
+    """Threads for CPU work: every core this process may use, but one when a GUI runs here."""
+    return max(1, available_cores() - _GUI_CORES)
+
+
 @contextmanager
-def leave_a_core(device: torch.device):
-    """Within the block, CPU work uses all cores but one (the GUI's); restored after."""
+def using_cpu_threads(device: torch.device):
+    """Within the block, CPU work uses `cpu_threads` threads (a core stays free for a GUI)."""
     threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads())
@@ -71,13 +93,8 @@ def leave_a_core(device: torch.device):
         torch.set_num_threads(threads)
 
 
-def cpu_threads() -> int:
-    """Threads for CPU training: all cores but one, which stays free for the GUI."""
-    return max(1, (os.cpu_count() or 1) - 1)
-
-
 def default_workers(device: torch.device) -> int:
     """DataLoader workers: none on the CPU (they would compete with the network), else up to 8."""
     if device.type == "cpu":
         return 0
-    return min(8, max(1, (os.cpu_count() or 1) - 1))
+    return min(8, max(1, available_cores() - 1))

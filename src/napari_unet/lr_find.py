@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .config import Config
-from .devices import leave_a_core
+from .devices import using_cpu_threads
 from .train import build_setup, make_loader, make_optimizer, update
 
 
@@ -38,8 +38,8 @@ class LRResult:
     lrs, losses, smoothed : list of float
         One entry per update, in order.
     suggestion : float or None
-        The rate where the smoothed loss falls fastest (per log-rate), before its
-        minimum; None when the sweep was too short to tell.
+        The rate where the smoothed loss falls fastest (per log-rate) once it has
+        started to fall, before its minimum (`suggest_lr`); None when it does not fall.
     diverged : bool
         Whether the sweep stopped on divergence.
     """
@@ -55,19 +55,48 @@ WARMUP = 0.1
 """Fraction of the sweep's first points left out of the suggestion: the moving average
 is still settling there and its slope is noise."""
 
+ONSET = 0.1
+"""The loss "starts to fall" once it is this fraction of its whole drop below its level
+after the warm-up; the flat, noisy start before that is left out of the suggestion."""
+
 
 def suggest_lr(lrs, smoothed) -> float | None:
-    """Return the rate of steepest descent of the smoothed loss before its minimum.
+    """Return the rate of steepest descent of the smoothed loss, once it starts to fall.
 
-    The first `WARMUP` of the points are skipped.
+    The first `WARMUP` of the points are skipped; of the rest, the suggestion is
+    taken between the point after which the loss stays `ONSET` of its whole drop
+    below its starting level and the loss's minimum, where the slope (per
+    log-rate, averaged over three neighbouring points) is steepest. A flat noisy
+    start, where a single noisy step can look steep, is never suggested.
+
+    Parameters
+    ----------
+    lrs, smoothed : sequence of float
+        The sweep's rates and its smoothed losses.
+
+    Returns
+    -------
+    lr : float or None
+        None when the loss does not fall after the warm-up.
     """
     lrs, smoothed = np.asarray(lrs, float), np.asarray(smoothed, float)
     skip = int(WARMUP * len(lrs))
-    stop = int(np.argmin(smoothed))
-    if stop - skip < 2:
+    finite = np.isfinite(smoothed)
+    if not finite[skip:].any():
         return None
-    slopes = np.gradient(smoothed[skip: stop + 1], np.log(lrs[skip: stop + 1]))
-    return float(lrs[skip + int(np.argmin(slopes))])
+    stop = skip + int(np.nanargmin(np.where(finite[skip:], smoothed[skip:], np.nan)))
+    drop = smoothed[skip] - smoothed[stop]
+    if stop - skip < 2 or drop <= 0:
+        return None
+    # The last point still above the onset level: from there on the loss falls for good.
+    above = np.nonzero(smoothed[skip:stop + 1] > smoothed[skip] - ONSET * drop)[0]
+    begin = skip + int(above[-1])
+    onset = begin + 1
+    if stop - begin < 2:
+        return float(lrs[onset])
+    slopes = np.gradient(smoothed[begin:stop + 1], np.log(lrs[begin:stop + 1]))
+    slopes = np.convolve(np.pad(slopes, 1, mode="edge"), np.ones(3) / 3, mode="valid")
+    return float(lrs[begin + int(np.argmin(slopes))])
 
 
 def lr_find(
@@ -115,7 +144,7 @@ def lr_find(
     factor = (end / start) ** (1 / max(1, steps - 1))
     batches = iter(make_loader(setup, 0, torch.Generator().manual_seed(t.seed)))
     setup.model.train()
-    with leave_a_core(setup.device):
+    with using_cpu_threads(setup.device):
         return (yield from _sweep(setup, optimizer, batches, start, factor, steps, beta, diverge))
 
 

@@ -31,14 +31,15 @@ from .data import (
     prepare,
     split_slices,
 )
-from .devices import autocast_dtype, default_workers, leave_a_core, pick_device
+from .devices import autocast_dtype, default_workers, pick_device, using_cpu_threads
 from .errors import InputError
 from .jobs import drain
 from .loss import weighted_cross_entropy
-from .metrics import evaluate
+from .metrics import evaluate_thresholds
 from .predict import predict_probabilities
 
-__all__ = ["Event", "Progress", "TrainResult", "TrainingError", "drain", "train"]
+__all__ = ["Event", "Progress", "TrainResult", "TrainingError", "describe_start", "drain",
+           "train"]
 
 HIGHER_IS_BETTER = {"v_rand": True, "v_info": True, "pixel_error": False, "val_loss": False,
                     "train_loss": False}
@@ -51,6 +52,7 @@ class TrainingError(RuntimeError):
 class Event(enum.Enum):
     """What a `Progress` record reports."""
 
+    START = "start"
     STEP = "step"
     VALIDATION = "validation"
 
@@ -62,6 +64,7 @@ class Progress:
     Attributes
     ----------
     event : Event
+        START once before the first step, then STEP and VALIDATION.
     epoch : int
         Epochs completed before this one (0-based current epoch).
     epochs : int
@@ -77,8 +80,9 @@ class Progress:
     eta_s : float or None
         Seconds left, by the epoch count or the time budget, whichever ends first.
     metrics : dict or None
-        The validation record (VALIDATION only): epoch, step, train_loss,
-        val_loss, pixel_error, v_rand, v_info, lr, seconds.
+        START: what the run trains on (``train_slices``, ``val_slices``, ``device``,
+        ``threads``). VALIDATION: the validation record (epoch, step, train_loss,
+        val_loss, pixel_error, v_rand, v_info, threshold, lr, seconds).
     preview : (Y, X) float32 ndarray or None
         P(membrane) on the first validation slice (VALIDATION only).
     preview_slice : int or None
@@ -121,6 +125,27 @@ class TrainResult:
     last_path: Path | None
     reason: str
     history: list
+
+
+def format_slices(slices: list[int]) -> str:
+    """Write slice indices compactly: ``[0, 1, 2, 3, 7]`` -> ``'0-3, 7'`` (``'none'`` if empty)."""
+    runs: list[list[int]] = []
+    for z in sorted(slices):
+        if runs and z == runs[-1][1] + 1:
+            runs[-1][1] = z
+        else:
+            runs.append([z, z])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs) or "none"
+
+
+def describe_start(info: dict) -> str:
+    """Say, in one line, what a run trains and validates on and where (a START record)."""
+    device = info["device"]
+    if device == "cpu":
+        device += f" ({info['threads']} thread{'s' if info['threads'] > 1 else ''})"
+    train, val = info["train_slices"], info["val_slices"]
+    return (f"training on {len(train)} slices ({format_slices(train)}), validating on "
+            f"{format_slices(val)}; device {device}")
 
 
 def last_path_for(path: str | Path) -> Path:
@@ -247,17 +272,40 @@ def loss_of_batch(setup: Setup, batch: dict) -> torch.Tensor:
                                   batch["weights"].to(device, non_blocking=True))
 
 
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-"""Membrane thresholds tried at validation. The weighted loss (class balance and border
-term) shifts the probabilities towards membrane, so 0.5 is not always the best cut; the
-challenge, too, reports each method's best threshold."""
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""Membrane thresholds tried at validation (the challenge's sweep without 0 and 1)."""
+
+
+def pick_threshold(per_threshold: list[dict]) -> dict:
+    """Return the scores of the threshold a mask is exported with.
+
+    The one with the best mean of V_rand and pixel accuracy (1 - pixel error),
+    the closest to 0.5 on a tie. V_rand alone prefers thick membranes (a thick
+    line never has a gap), pixel error alone thin ones with gaps; a weighted
+    loss shifts the probabilities towards membrane, so 0.5 is not always right.
+
+    Parameters
+    ----------
+    per_threshold : list of dict
+        `napari_unet.metrics.evaluate_thresholds`'s ``per_threshold``.
+
+    Returns
+    -------
+    scores : dict
+        One of them (with its ``threshold``).
+    """
+    def key(scores):
+        v_rand = scores["v_rand"] if scores["v_rand"] is not None else 0.0
+        return (v_rand + 1.0 - scores["pixel_error"], -abs(scores["threshold"] - 0.5))
+    return max(per_threshold, key=key)
 
 
 def validate(setup: Setup) -> tuple[dict, np.ndarray | None]:
     """Predict the validation slices; return their loss and ISBI scores, and one prediction.
 
-    The scores are those of the threshold (of `THRESHOLDS`) with the best V_rand;
-    the record says which (``threshold``), and prediction uses it by default.
+    ``pixel_error``, ``v_rand`` and ``v_info`` are those of the mask exported
+    at ``threshold`` (`pick_threshold`); ``v_rand_max`` and ``v_info_max`` are
+    the challenge's best over `THRESHOLDS`.
     """
     if not setup.val_slices:
         return {}, None
@@ -269,15 +317,10 @@ def validate(setup: Setup) -> tuple[dict, np.ndarray | None]:
     p_true = np.where(class_targets(labels) == 1, probs, 1.0 - probs)
     ce = -np.log(np.clip(p_true, 1e-7, 1.0))
     record = {"val_loss": float((weights * ce).sum() / max(1, np.count_nonzero(weights)))}
-    best = None
-    for threshold in THRESHOLDS:
-        scores = evaluate(probs, labels, threshold=threshold)
-        key = (scores["v_rand"] or 0.0, -abs(threshold - 0.5))
-        if best is None or key > best[0]:
-            best = (key, threshold, scores)
-    _, threshold, scores = best
-    record.update({k: scores[k] for k in ("pixel_error", "v_rand", "v_info")},
-                  threshold=threshold)
+    sweep = evaluate_thresholds(probs, labels, THRESHOLDS)
+    chosen = pick_threshold(sweep["per_threshold"])
+    record.update({k: chosen[k] for k in ("pixel_error", "v_rand", "v_info", "threshold")},
+                  v_rand_max=sweep["v_rand_max"], v_info_max=sweep["v_info_max"])
     return record, probs[0]
 
 
@@ -419,7 +462,7 @@ def train(
     run = _Run(setup, Path(output) if output else None, _State())
     if resumed:
         run.restore(resumed.training_state)
-    with leave_a_core(setup.device):
+    with using_cpu_threads(setup.device):
         try:
             reason = yield from _loop(run)
         except (GeneratorExit, KeyboardInterrupt):
@@ -433,6 +476,11 @@ def train(
 
 def _loop(run: _Run) -> Generator[Progress, None, str]:
     setup, st, t = run.setup, run.state, run.setup.config.train
+    yield Progress(Event.START, st.epoch, t.epochs, st.step, run.total_steps, math.nan,
+                   run.optimizer.param_groups[0]["lr"], 0.0, None, metrics={
+                       "train_slices": list(setup.train_slices),
+                       "val_slices": list(setup.val_slices), "device": str(setup.device),
+                       "threads": torch.get_num_threads()})
     start_time, start_step = time.monotonic(), st.step
     generator = torch.Generator().manual_seed(t.seed)
     rate, reason = 0.0, "epochs"

@@ -129,7 +129,7 @@ def test_ctrl_c_saves_the_last_model(files):
          "--epochs", "1000", *TINY], stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     seen = ""
-    while "step" not in seen:  # the progress bar shows that training runs
+    while "loss=" not in seen:  # the progress bar shows a step's loss: training runs
         char = process.stderr.read(1)
         assert char, "training ended before it could be interrupted"
         seen += char
@@ -138,3 +138,35 @@ def test_ctrl_c_saves_the_last_model(files):
     assert process.returncode == 130, rest
     last = load_model(files / "m.last.pt")
     assert last.training_state["step"] >= 1
+
+
+def test_presets_flags_and_config_file(files, capsys, tmp_path):
+    base = ["train", files / "img.tif", files / "isbi.tif", "--epochs", "1", *TINY]
+    code, out, err = run([*base, "-o", files / "auto.pt"], capsys)
+    assert code == 0, err
+    assert out.startswith("preset cpu: depth 3, width 4, same padding, batch norm")
+    cpu = load_model(files / "auto.pt").config
+    assert (cpu.model.padding, cpu.model.batch_norm, cpu.train.optimizer) == ("same", True,
+                                                                              "adam")
+    assert cpu.model.depth == 3 and cpu.train.tile == 64  # flags win over the preset
+    (tmp_path / "c.yaml").write_text("train: {optimizer: adam}\n")
+    code, out, err = run([*base, "-o", files / "paper.pt", "--preset", "paper", "--config",
+                          tmp_path / "c.yaml"], capsys)
+    assert code == 0, err
+    paper = load_model(files / "paper.pt").config
+    assert out.startswith("preset paper:")
+    assert (paper.model.padding, paper.model.batch_norm, paper.train.momentum,
+            paper.weights.w0) == ("valid", False, 0.99, 10.0)
+    assert paper.train.optimizer == "adam"  # the config file wins over the preset
+    with pytest.raises(SystemExit) as exit_:
+        run([*base, "-o", files / "x.pt", "--preset", "gpu"], capsys)
+    assert exit_.value.code == 2 and "invalid choice: 'gpu'" in capsys.readouterr().err
+
+
+def test_train_says_what_it_trains_on_and_counts_the_time_budget(files, capsys):
+    code, out, err = run(["train", files / "img.tif", files / "isbi.tif", "-o", files / "m.pt",
+                          "--epochs", "1000", "--minutes", "0.05", *TINY], capsys)
+    assert code == 0, err
+    assert "training on 3 slices (0-2), validating on 3; device cpu" in out
+    assert "/3 [" in err and "/2000" not in err  # the bar counts the 3 s budget, not the epochs
+    assert "stopped after time budget" in out

@@ -58,6 +58,35 @@ def test_parse_slices():
     from napari_unet.config import parse_slices
 
     assert parse_slices("5, 15;25") == (5, 15, 25)
+    assert parse_slices(" None ") == ()  # no validation: train on every annotated slice
     assert parse_slices("  ") is None
     with pytest.raises(InputError, match=r"--val-slices: comma-separated slice numbers"):
         parse_slices("5,x", what="--val-slices")
+
+
+def test_presets():
+    from napari_unet.config import PRESET_HELP, PRESETS, config_for_preset, resolve_preset
+
+    assert config_for_preset("paper") == Config()  # the paper is the dataclass defaults
+    cpu = config_for_preset("cpu")
+    assert (cpu.model.padding, cpu.model.base_channels, cpu.model.batch_norm) == ("same", 16, True)
+    assert (cpu.train.optimizer, cpu.train.tile, cpu.train.batch_size) == ("adam", 192, 4)
+    assert resolve_preset("auto", "cpu") == resolve_preset("auto", "mps") == "cpu"
+    assert resolve_preset("auto", "cuda:1") == "paper"
+    assert config_for_preset("auto", device="cpu") == cpu
+    assert set(PRESET_HELP) == {"auto", *PRESETS}
+    with pytest.raises(InputError, match="unknown preset 'fast'"):
+        resolve_preset("fast")
+
+
+def test_config_file_over_a_preset(tmp_path):
+    from napari_unet.config import config_for_preset
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"train": {"lr": 0.5}}))
+    config = load_config(path, base=config_for_preset("cpu"))
+    assert config.train.lr == 0.5 and config.model.padding == "same"
+    assert load_config(path).model.padding == "valid"
+    path.write_text(json.dumps({"train": {"speed": 1}}))
+    with pytest.raises(InputError, match="unknown train setting"):
+        load_config(path, base=config_for_preset("cpu"))

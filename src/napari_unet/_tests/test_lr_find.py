@@ -48,3 +48,38 @@ def test_suggestion_is_the_steepest_descent():
     assert suggest_lr(lrs, smoothed) == pytest.approx(lrs[4])
     assert suggest_lr(lrs[:3], [3.0, 2.0, 1.0]) is not None
     assert suggest_lr(lrs, np.linspace(1, 9, 11)) is None
+
+
+def test_suggestion_skips_a_flat_noisy_start():
+    # Flat at 0.7 with noise up to 1e-3, then a steady fall to 0.1 at 1e-1, then divergence:
+    # a noisy step in the flat part must not be taken for the descent.
+    rng = np.random.default_rng(0)
+    lrs = np.geomspace(1e-6, 1, 60)
+    fall = np.clip(np.log10(lrs / 1e-3) / 2, 0, 1)
+    smoothed = 0.7 - 0.6 * fall + np.where(lrs < 1e-3, 0.03 * rng.standard_normal(60), 0)
+    smoothed[50:] = np.linspace(0.1, 3, 10)
+    suggestion = suggest_lr(lrs, smoothed)
+    assert 1e-3 <= suggestion <= 1e-1
+
+
+def test_no_suggestion_when_the_loss_never_falls():
+    lrs = np.geomspace(1e-6, 1, 30)
+    assert suggest_lr(lrs, np.full(30, 0.7)) is None
+    assert suggest_lr(lrs, np.linspace(0.7, 5, 30)) is None
+
+
+@pytest.mark.slow
+def test_suggestion_on_the_sample_lies_where_the_loss_falls(isbi_small):
+    from napari_unet.config import config_for_preset
+
+    image, labels = isbi_small
+    config = config_for_preset("cpu", device="cpu").replace(
+        model={"depth": 3, "base_channels": 4}, train={"tile": 64, "batch_size": 2})
+    result = drain(lr_find(image, labels, config, start=1e-5, end=10, steps=40))
+    smoothed, lrs = np.array(result.smoothed), np.array(result.lrs)
+    i = int(np.flatnonzero(lrs == result.suggestion)[0])
+    low = int(np.argmin(smoothed))
+    skip = int(lr_module.WARMUP * len(lrs))
+    assert skip < i < low  # after the warm-up, before the minimum
+    # fallen for good by then: every later point up to the minimum is below the start
+    assert (smoothed[i:low + 1] < smoothed[skip]).all()

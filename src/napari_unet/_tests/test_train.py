@@ -6,7 +6,17 @@ import torch
 
 from napari_unet.checkpoint import load_model
 from napari_unet.errors import InputError
-from napari_unet.train import THRESHOLDS, Event, TrainingError, drain, last_path_for, train
+from napari_unet.train import (
+    THRESHOLDS,
+    Event,
+    TrainingError,
+    describe_start,
+    drain,
+    format_slices,
+    last_path_for,
+    pick_threshold,
+    train,
+)
 
 
 def events(generator):
@@ -21,6 +31,9 @@ def events(generator):
 def test_progress_and_files(isbi_small, tiny_config, tmp_path):
     image, labels = isbi_small
     progress, result = events(train(image, labels, tiny_config, output=tmp_path / "m.pt"))
+    assert progress[0].event is Event.START
+    assert progress[0].metrics == {"train_slices": [0, 1, 2], "val_slices": [3],
+                                   "device": "cpu", "threads": torch.get_num_threads()}
     steps = [p for p in progress if p.event is Event.STEP]
     validations = [p for p in progress if p.event is Event.VALIDATION]
     assert [p.step for p in steps] == [1, 2, 3, 4] and steps[-1].total_steps == 4
@@ -28,7 +41,9 @@ def test_progress_and_files(isbi_small, tiny_config, tmp_path):
     assert len(validations) == 2 and validations[-1].preview.shape == (128, 128)
     assert validations[-1].preview_slice == 3
     metrics = validations[0].metrics
-    assert {"val_loss", "pixel_error", "v_rand", "v_info", "threshold"} <= set(metrics)
+    assert {"val_loss", "pixel_error", "v_rand", "v_info", "threshold", "v_rand_max",
+            "v_info_max"} <= set(metrics)
+    assert metrics["v_rand_max"] >= metrics["v_rand"]
     assert validations[0].metrics["threshold"] in THRESHOLDS
     assert result.reason == "epochs" and len(result.history) == 2
     best, last = load_model(tmp_path / "m.pt"), load_model(last_path_for(tmp_path / "m.pt"))
@@ -146,3 +161,24 @@ def test_plateau_schedule_lowers_the_rate(isbi_small, tiny_config):
                                         "schedule": "plateau", "monitor": "val_loss"})
     result = drain(train(image, labels, config))
     assert result.history[-1]["lr"] < result.history[0]["lr"]
+
+
+def test_exported_threshold_balances_v_rand_and_pixel_error():
+    sweep = [{"threshold": 0.3, "v_rand": 0.98, "pixel_error": 0.20},  # thick: best V_rand
+             {"threshold": 0.5, "v_rand": 0.97, "pixel_error": 0.12},
+             {"threshold": 0.7, "v_rand": 0.90, "pixel_error": 0.08}]  # thin, with gaps
+    assert pick_threshold(sweep)["threshold"] == 0.5
+    tie = [{"threshold": t, "v_rand": 0.9, "pixel_error": 0.1} for t in (0.2, 0.4, 0.7)]
+    assert pick_threshold(tie)["threshold"] == 0.4
+    unscored = [{"threshold": 0.5, "v_rand": None, "pixel_error": 0.1},
+                {"threshold": 0.6, "v_rand": 0.5, "pixel_error": 0.2}]
+    assert pick_threshold(unscored)["threshold"] == 0.6
+
+
+def test_start_line_names_slices_and_device():
+    assert format_slices([3, 0, 1, 2, 7, 9, 10]) == "0-3, 7, 9-10"
+    assert format_slices([]) == "none"
+    info = {"train_slices": list(range(24)), "val_slices": [24, 25, 26], "device": "cpu",
+            "threads": 2}
+    assert describe_start(info) == ("training on 24 slices (0-23), validating on 24-26; "
+                                    "device cpu (2 threads)")

@@ -160,3 +160,15 @@ def test_validation_never_takes_a_corrected_slice(widget, viewer, isbi_small):
     assert "trains on 3 slice(s): 1 corrected, 2 from the original" in widget.summary.text()
     widget.set_corrected([1, 2])
     assert widget.validation_slices() == []
+
+
+def test_bundled_model_retrains_into_the_users_folder(widget, tmp_path, monkeypatch):
+    from napari_unet.checkpoint import BUNDLED
+
+    monkeypatch.setattr(correct, "USER_MODELS", tmp_path / "models")
+    widget.bundled_button.click()
+    assert widget.model.value == BUNDLED["isbi2012"]
+    assert widget.output.value == tmp_path / "models" / "isbi2012-retrained.pt"
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "isbi2012-retrained.pt").touch()
+    assert retrained_path(BUNDLED["isbi2012"]).name == "isbi2012-retrained-2.pt"

@@ -119,3 +119,16 @@ def test_lazy_layer_is_predicted_block_by_block_into_zarr(widget, model_path, qt
     widget.predict_stack()  # the output exists now: refused, nothing replaced
     assert not widget.running and "exists" in widget.errors[-1]
     widget.errors.clear()
+
+
+def test_first_look_with_the_bundled_model(make_napari_viewer, isbi_small, qtbot):
+    from napari_unet.checkpoint import BUNDLED
+
+    viewer = make_napari_viewer()
+    viewer.add_image(isbi_small[0][:, :96, :96], name="em")
+    widget = PredictionWidget(viewer)  # no model trained or loaded yet
+    assert widget.model.value == BUNDLED["isbi2012"]
+    qtbot.waitUntil(lambda: MASK in viewer.layers and not widget.running, timeout=30_000)
+    mask = viewer.layers[MASK].data
+    assert mask.shape == (4, 96, 96) and set(np.unique(mask[0])) == {1, 2}  # the slice in view
+    assert not mask[1:].any()  # only that slice

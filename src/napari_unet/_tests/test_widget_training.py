@@ -167,10 +167,12 @@ def test_config_from_form():
         config_from_form({"tile": 0})
 
 
-def test_form_defaults_are_the_papers(make_napari_viewer):
+def test_form_starts_from_the_auto_preset(make_napari_viewer):
+    from napari_unet.config import config_for_preset
+
     widget = TrainingWidget(make_napari_viewer())
-    config = widget.form.config()
-    assert config == Config()
+    assert widget.form.preset.value == "auto" and widget.form.preset.choices[0] == "auto"
+    assert widget.form.config() == config_for_preset("auto")  # on this machine: cpu
     assert widget.form.device.choices[0] == "auto"
     assert str(widget.form.output.value).endswith("model.pt")
 
@@ -182,9 +184,32 @@ def test_plot_ticks():
     assert tick_label(1e-4, log=True) == "1e-4" and tick_label(0.25) == "0.25"
 
 
-def test_cpu_settings_fill_the_form(widget):
-    widget.form.cpu_button.click()
-    config = widget.form.config()
-    assert (config.model.base_channels, config.train.tile, config.train.batch_size) == (16, 196, 2)
-    assert config.train.lr == 0.005 and config.train.minutes == 45
-    assert config.model.depth == 5 and config.train.epochs == 2  # epochs: as the form had
+def test_presets_fill_the_form_and_the_previews_follow(widget):
+    from napari_unet._widgets.session import session
+    from napari_unet._widgets.weights_preview import WeightsPreview
+
+    viewer = widget._viewer
+    weights = WeightsPreview(viewer)
+    widget.form.preset.value = "paper"
+    config = widget.form.config(base=session(viewer).training_base())
+    assert (config.model.base_channels, config.model.padding, config.train.tile,
+            config.train.optimizer, config.model.batch_norm) == (64, "valid", 388, "sgd", False)
+    assert config.augment.elastic_p == 1.0 and config.train.epochs == 2  # epochs: the form's
+    weights.w0.value = 4.0  # tuned in the preview: training takes it
+    assert widget.form.config(base=session(viewer).training_base()).weights.w0 == 4.0
+    widget.form.preset.value = "cpu"
+    config = widget.form.config(base=session(viewer).training_base())
+    assert (config.model.base_channels, config.model.padding, config.model.batch_norm,
+            config.train.tile, config.train.batch_size) == (16, "same", True, 192, 4)
+    assert config.augment.elastic_p == 0.0 and config.weights.w0 == 10.0
+    assert weights.w0.value == 10.0  # the preview shows the preset's weight map
+    widget.form.depth.value = 3  # a field overrides the preset
+    assert widget.form.config().model.depth == 3
+
+
+def test_start_from_the_bundled_model(widget):
+    from napari_unet.checkpoint import BUNDLED
+
+    widget.form.start_from.value = "bundled"
+    _, init, resume = widget.form.read_paths()
+    assert init == BUNDLED["isbi2012"] and resume is None

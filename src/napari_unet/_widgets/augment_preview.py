@@ -168,6 +168,7 @@ class AugmentPreview(FollowsLabels, Container):
         self._worker = None
         self._request, self._requested, self._closed = 0, None, False
         self._watched = None
+        self._following = False
         self.image_layer, self.labels_layer = layer_pickers(viewer)
         self.count = SpinBox(label="samples", min=1, max=16, value=4)
         self.strength = FloatSlider(label="strength", min=0.0, max=2.0, step=0.05,
@@ -191,7 +192,7 @@ class AugmentPreview(FollowsLabels, Container):
             control.changed.connect(self._schedule)
         for control in (self.strength, self.elastic_std, self.rotate):
             control.changed.connect(self._share)
-        session(viewer).settings_changed.connect(self._schedule)
+        session(viewer).settings_changed.connect(self._follow_session)
         self.reroll.changed.connect(self.new_seed)
         self.labels_layer.changed.connect(self._watch)
         viewer.dims.events.current_step.connect(self._schedule)
@@ -213,10 +214,25 @@ class AugmentPreview(FollowsLabels, Container):
 
     def _share(self, *_):
         """Hand the settings to training (see `session`), when they are valid."""
+        if self._following:
+            return
         try:
             session(self._viewer).set_settings(augment=self.augment_config)
         except InputError:
             pass
+
+    def _follow_session(self) -> None:
+        """Take settings chosen elsewhere (a Training preset, the weight map) and redraw."""
+        shared = session(self._viewer).augment
+        if shared != self.base_config:
+            self.base_config = shared
+            self._following = True
+            try:
+                self.strength.value, self.rotate.value = shared.strength, shared.rotate
+                self.elastic_std.value = shared.elastic_std
+            finally:
+                self._following = False
+        self._schedule()
 
     @property
     def layers(self) -> dict:
@@ -246,7 +262,6 @@ class AugmentPreview(FollowsLabels, Container):
     def _release(self, *_):
         """Stop the worker and stop listening to napari once the widget is gone."""
         self._closed = True
-        session(self._viewer).settings_changed.disconnect(self._schedule)
         super()._release()
         if self._worker is not None:
             self._worker.quit()

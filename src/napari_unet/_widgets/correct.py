@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..checkpoint import load_model
+from ..checkpoint import BUNDLED, is_bundled, load_model
 from ..config import Config
 from ..data import pick_validation
 from ..errors import InputError
@@ -36,7 +36,7 @@ from ..validate import check_pair
 from .closing import StopsWhenClosed
 from .plot import PlotWidget
 from .prediction import MARK, MASK
-from .progress import Smoother, describe_step, describe_validation
+from .progress import Smoother, describe_start, describe_step, describe_validation
 from .session import (
     corrected_slices,
     is_preview,
@@ -44,19 +44,27 @@ from .session import (
     session,
     set_corrected_slices,
 )
-from .training_form import device_choices, parse_number
+from .training_form import DEFAULT_OUTPUT, device_choices, parse_number
 from .worker import error_message, start_job
 
 RETRAINED = re.compile(r"-retrained(-\d+)?$")
+CORRECT_DEFAULTS = {"epochs": 20, "minutes": 5.0}
+"""The retraining budget the form starts with (the learning rate is the model's own);
+benchmarks/bench_fine_tuning.py measures what it gives."""
+USER_MODELS = DEFAULT_OUTPUT.parent
+"""Where models retrained from a bundled model go (created when needed)."""
 
 
 def retrained_path(model: Path) -> Path:
     """Return a free file name for a model retrained from ``model``.
 
     ``model.pt`` gives ``model-retrained.pt``, then ``model-retrained-2.pt``, ...
-    A name is free when neither it nor its ``.last`` sibling exists.
+    A name is free when neither it nor its ``.last`` sibling exists. A bundled
+    model's retrained versions go to `USER_MODELS`.
     """
     stem = RETRAINED.sub("", model.stem)
+    if is_bundled(model):  # never write into the installed package
+        model = USER_MODELS / model.name
     for n in range(1, 10_000):
         path = model.with_name(f"{stem}-retrained{'' if n == 1 else f'-{n}'}{model.suffix}")
         if not path.exists() and not last_path_for(path).exists():
@@ -136,8 +144,10 @@ class CorrectWidget(StopsWhenClosed, QWidget):
                               tooltip="the model to fine-tune (the current model)")
         self.output = FileEdit(label="save to", mode="w", filter="*.pt", nullable=True,
                                tooltip="the retrained model (a new file: nothing is replaced)")
-        self.epochs = SpinBox(label="epochs", value=20, min=1, max=100_000)
-        self.minutes = FloatSpinBox(label="minutes", value=5, min=0, max=100_000,
+        self.epochs = SpinBox(label="epochs", value=CORRECT_DEFAULTS["epochs"], min=1,
+                              max=100_000)
+        self.minutes = FloatSpinBox(label="minutes", value=CORRECT_DEFAULTS["minutes"], min=0,
+                                    max=100_000,
                                     tooltip="time budget (∞: none); stops cleanly and saves")
         self.minutes.native.setSpecialValueText("∞")
         self.lr = LineEdit(label="learning rate", value="",
@@ -163,12 +173,20 @@ class CorrectWidget(StopsWhenClosed, QWidget):
                                        "annotated slices")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("stop after the current step; the last model is saved")
+        self.bundled_button = QPushButton("Bundled model")
+        self.bundled_button.setToolTip("start from the bundled ISBI 2012 model instead")
+        self.bundled_button.setEnabled(BUNDLED["isbi2012"].is_file())
         self.retrain_button.clicked.connect(self.retrain)
         self.stop_button.clicked.connect(self.stop)
+        self.bundled_button.clicked.connect(self.use_bundled_model)
         row = QHBoxLayout()
-        row.addWidget(self.retrain_button)
-        row.addWidget(self.stop_button)
+        for button in (self.retrain_button, self.stop_button, self.bundled_button):
+            row.addWidget(button)
         return row
+
+    def use_bundled_model(self) -> None:
+        """Fine-tune the bundled ISBI 2012 model (its retrained copy goes to `USER_MODELS`)."""
+        self.model.value = BUNDLED["isbi2012"]
 
     # --- corrected slices ------------------------------------------------------------
 
@@ -327,6 +345,8 @@ class CorrectWidget(StopsWhenClosed, QWidget):
         output = Path(output).expanduser()
         if output.exists() or last_path_for(output).exists():
             raise InputError(f"{output} exists: choose a new file (nothing is replaced)")
+        if output.parent == USER_MODELS:
+            USER_MODELS.mkdir(parents=True, exist_ok=True)
         if not output.parent.is_dir():
             raise InputError(f"save to: {output.parent}: no such folder")
         base = load_model(init).config
@@ -354,6 +374,9 @@ class CorrectWidget(StopsWhenClosed, QWidget):
     def _on_progress(self, p: Progress) -> None:
         self.progress.setMaximum(p.total_steps)
         self.progress.setValue(p.step)
+        if p.event is Event.START:
+            self.status.setText(describe_start(p.metrics))
+            return
         if p.event is Event.STEP:
             self.plot.append("train loss", p.step, self._smoother.add(p.loss))
             self.status.setText(describe_step(p))

@@ -1,5 +1,10 @@
-"""The demo: napari with the ISBI 2012 sample and every plugin widget docked."""
+"""The demo: napari with the ISBI 2012 sample, every plugin widget docked, and a prediction.
 
+The Prediction widget predicts the slice in view with the bundled ISBI 2012 model as soon
+as it opens, so the demo shows a membrane mask before anything is trained.
+"""
+
+import time
 from pathlib import Path
 
 import napari
@@ -22,9 +27,24 @@ def build_demo_viewer(*, show: bool = True) -> napari.Viewer:
     return viewer
 
 
+def wait_for_prediction(viewer: napari.Viewer, timeout: float = 120.0) -> None:
+    """Process events until the Prediction widget's first prediction is on screen."""
+    from .prediction import PredictionWidget
+
+    widget = next((w for w in viewer.window.dock_widgets.values()
+                   if isinstance(w, PredictionWidget)), None)
+    end = time.monotonic() + timeout
+    QApplication.processEvents()
+    while widget is not None and widget.running and time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+    QApplication.processEvents()
+
+
 def save_screenshot(viewer: napari.Viewer, path: str | Path) -> Path:
     """Save the whole window, as a user sees it at 1400x900, to a PNG file."""
     viewer.window.resize(1400, 900)
+    wait_for_prediction(viewer)
     for _ in range(5):
         QApplication.processEvents()
     viewer.reset_view()

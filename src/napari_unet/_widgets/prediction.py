@@ -17,11 +17,12 @@ import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from .._writer import CELLS, PREDICTED
-from ..checkpoint import ModelFile, load_model
-from ..devices import autocast_dtype, available_devices, leave_a_core, pick_device
+from ..checkpoint import BUNDLED, ModelFile, is_bundled, load_model
+from ..devices import autocast_dtype, available_devices, pick_device, using_cpu_threads
 from ..errors import InputError
 from ..labels import LABEL_COLORS
 from ..postprocess import cell_labels, membrane_mask
@@ -75,7 +76,7 @@ def prediction_job(model, unit_image, normalization, *, threshold: float,
     -------
     prediction : Prediction
     """
-    with leave_a_core(device):
+    with using_cpu_threads(device):
         prob = yield from predict(model.to(device), unit_image, normalization, device=device,
                                   **options)
     cells = None if min_size is None else cell_labels(prob, threshold=threshold,
@@ -95,7 +96,7 @@ def volume_job(model_path, volume, output, *, device, **options):
     path : Path
         The zarr array of P(membrane).
     """
-    with leave_a_core(device):
+    with using_cpu_threads(device):
         return (yield from predict_volume(model_path, volume, output, device=str(device),
                                           **options))
 
@@ -144,9 +145,13 @@ class PredictionWidget(StopsWhenClosed, QWidget):
         self.model.changed.connect(self._on_model_chosen)
         current = session(viewer)
         current.model_changed.connect(self._follow_model)
+        self._set_running(False)
         if current.model is not None:
             self._follow_model(current.model)
-        self._set_running(False)
+        elif BUNDLED["isbi2012"].is_file():
+            # A first look before any training: the bundled model on the slice in view.
+            self.model.value = BUNDLED["isbi2012"]
+            QTimer.singleShot(0, self._first_look)
 
     def _make_form(self, viewer) -> Container:
         def images(_widget):
@@ -192,6 +197,13 @@ class PredictionWidget(StopsWhenClosed, QWidget):
         if self._worker is not None:
             self._worker.quit()
             self.status.setText("stopped")
+
+    def _first_look(self) -> None:
+        """Predict the slice in view with the bundled model, unless the user got there first."""
+        untouched = self._target is None and self._worker is None
+        if untouched and self._loaded is not None and is_bundled(self._loaded) \
+                and self.image_layer.value is not None:
+            self.predict_slice()
 
     def _follow_model(self, path: Path) -> None:
         """Take the session's current model (just trained, retrained or loaded)."""

@@ -1,6 +1,9 @@
 """Progress in words and a smoothed loss, for the Training widget."""
 
-from ..train import Progress
+from ..train import Progress, describe_start
+
+__all__ = ["Smoother", "describe_start", "describe_step", "describe_validation",
+           "format_duration"]
 
 
 class Smoother:

@@ -13,7 +13,7 @@ from pathlib import Path
 from psygnal import Signal
 
 from ..augment import AugmentConfig
-from ..config import Config
+from ..config import Config, config_for_preset
 from ..weights import WeightConfig
 
 CORRECTED = "napari-unet-corrected"
@@ -50,8 +50,9 @@ class Session:
 
     def __init__(self):
         self.model: Path | None = None
-        self.weights = WeightConfig()
-        self.augment = AugmentConfig()
+        preset = config_for_preset("auto")
+        self.weights: WeightConfig = preset.weights
+        self.augment: AugmentConfig = preset.augment
 
     def set_settings(self, *, weights: WeightConfig | None = None,
                      augment: AugmentConfig | None = None) -> None:

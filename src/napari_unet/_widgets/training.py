@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..lr_find import LRResult, LRStep, lr_find
 from ..train import Event, Progress, TrainResult, last_path_for, train
 from .plot import PlotWidget
-from .progress import Smoother, describe_step, describe_validation
+from .progress import Smoother, describe_start, describe_step, describe_validation
 from .session import PREVIEW as PREVIEW_KEY
 from .session import session
 from .training_form import PREVIEW, TrainingForm, first_validation_slice
@@ -83,6 +83,7 @@ class TrainingWidget(QWidget):
         layout.addWidget(self.plots, stretch=1)
         viewer.events.theme.connect(self._follow_theme)
         self._follow_theme()
+        self.form.preset.changed.connect(self._share_preset)
         self._set_running(False)
 
     # --- construction ----------------------------------------------------------------
@@ -129,6 +130,11 @@ class TrainingWidget(QWidget):
         for plot in (self.loss_plot, self.lr_plot):
             plot.set_colors(background=theme.background.as_hex(),
                             axes=theme.highlight.as_hex(), text=theme.text.as_hex())
+
+    def _share_preset(self, *_) -> None:
+        """Give the chosen preset's weight map and augmentation to the previews and training."""
+        preset = self.form.preset_config()
+        session(self._viewer).set_settings(weights=preset.weights, augment=preset.augment)
 
     # --- commands --------------------------------------------------------------------
 
@@ -243,6 +249,9 @@ class TrainingWidget(QWidget):
     def _on_progress(self, p: Progress) -> None:
         self.progress.setMaximum(p.total_steps)
         self.progress.setValue(p.step)
+        if p.event is Event.START:
+            self.status.setText(describe_start(p.metrics))
+            return
         self.progress_label.setText(describe_step(p))
         if p.event is Event.STEP:
             self.loss_plot.append("train loss", p.step, self._smoother.add(p.loss))

@@ -12,9 +12,18 @@ from typing import Any
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
-from qtpy.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QWidget
+from qtpy.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QWidget
 
-from ..config import Config, ModelConfig, parse_slices
+from ..checkpoint import BUNDLED
+from ..config import (
+    PRESET_HELP,
+    PRESETS,
+    Config,
+    ModelConfig,
+    config_for_preset,
+    parse_slices,
+    resolve_preset,
+)
 from ..data import split_slices
 from ..devices import available_devices, pick_device
 from ..errors import InputError
@@ -28,13 +37,13 @@ PREVIEW = "validation prediction"
 """Name of the layer that shows the live prediction (and marks it in layer metadata)."""
 START_CHOICES = [
     ("scratch", "scratch"),
+    ("the bundled ISBI 2012 model", "bundled"),
     ("a model's weights (fine-tune)", "init"),
     ("resume the output's last model", "resume"),
 ]
 MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
-CPU_SETTINGS = {"depth": 5, "base_channels": 16, "tile": 196, "batch_size": 2, "optimizer": "sgd",
-                "lr": "0.005", "minutes": 45.0}
-"""A run that fits a CPU: on 2 cores it reached V_rand 0.77 on ISBI 2012 in 45 minutes."""
+PRESET_FIELDS = ("depth", "base_channels", "padding", "tile", "batch_size", "optimizer", "lr")
+"""Form fields a preset fills in (its other settings: batch norm, weights, augmentation)."""
 
 
 def parse_number(text: str, what: str) -> float:
@@ -114,9 +123,9 @@ def _data(layer) -> np.ndarray:
 
 
 ROWS = [
-    ("image_layer",), ("labels_layer",), ("depth", "base_channels"), ("padding", "tile"),
-    ("optimizer", "batch_size"), ("lr", None), ("epochs", "minutes"), ("val_slices",),
-    ("device", None), ("start_from",), ("init",), ("output",), ("overwrite",),
+    ("image_layer",), ("labels_layer",), ("preset",), ("depth", "base_channels"),
+    ("padding", "tile"), ("optimizer", "batch_size"), ("lr", None), ("epochs", "minutes"),
+    ("val_slices",), ("device",), ("start_from",), ("init",), ("output",), ("overwrite",),
 ]
 """The form's layout: one or two fields a row (None: room for buttons, see `attach`)."""
 
@@ -147,12 +156,10 @@ class TrainingForm:
         self._grid.setColumnStretch(1, 1)
         self._grid.setColumnStretch(3, 1)
         self.start_from.changed.connect(lambda value: self._show("init", value == "init"))
-        self.cpu_button = QPushButton("CPU settings")
-        self.cpu_button.setToolTip("a smaller network that learns in under an hour on a CPU: "
-                                   "width 16, tile 196, batch 2, lr 0.005, 45 minutes")
-        self.cpu_button.clicked.connect(self.use_cpu_settings)
-        self.attach("device", self.cpu_button)
+        self.preset.changed.connect(self.apply_preset)
+        self.device.changed.connect(self._update_auto_label)
         self._show("init", False)
+        self.apply_preset()
         self.reset_choices()
         labels = [ly for ly in self.labels_layer.choices if isinstance(ly, napari.layers.Labels)]
         if labels:
@@ -160,6 +167,10 @@ class TrainingForm:
 
     def _make_fields(self, viewer) -> None:
         t, m = Config().train, Config().model
+        self.preset = ComboBox(
+            label="preset", choices=self._preset_choices(), value="auto",
+            tooltip="starting settings; the fields below override them\n" +
+                    "\n".join(f"{name}: {text}" for name, text in PRESET_HELP.items()))
         self.image_layer = ComboBox(label="image", choices=_layers(viewer, napari.layers.Image))
         self.labels_layer = ComboBox(
             label="labels", nullable=True,
@@ -193,10 +204,31 @@ class TrainingForm:
                                tooltip="the best model; the last one goes next to it (.last.pt)")
         self.overwrite = CheckBox(label="overwrite an existing model file", value=False)
 
-    def use_cpu_settings(self) -> None:
-        """Fill in `CPU_SETTINGS` (the paper's network takes seconds a step on a CPU)."""
-        for name, value in CPU_SETTINGS.items():
-            getattr(self, name).value = value
+    def _preset_choices(self) -> list[tuple[str, str]]:
+        device = self.device.value if hasattr(self, "device") else "auto"
+        auto = resolve_preset("auto", device)
+        return [(f"auto ({auto})", "auto")] + [(name, name) for name in PRESETS]
+
+    def _update_auto_label(self, *_) -> None:
+        """Name what 'auto' means on the new device; refill only if that changed."""
+        value = self.preset.value
+        self.preset.choices = self._preset_choices()
+        self.preset.value = value
+        if resolve_preset(value, self.device.value) != self._applied:
+            self.apply_preset()
+
+    def preset_config(self) -> Config:
+        """Return the chosen preset's `Config` for the chosen device."""
+        return config_for_preset(self.preset.value, device=self.device.value)
+
+    def apply_preset(self, *_) -> None:
+        """Fill the preset's network and optimizer settings into the fields."""
+        self._applied = resolve_preset(self.preset.value, self.device.value)
+        config = self.preset_config()
+        for name in PRESET_FIELDS:
+            section = config.model if name in MODEL_FIELDS else config.train
+            value = getattr(section, name)
+            getattr(self, name).value = f"{value:g}" if name == "lr" else value
 
     def _place(self, row, column, name, span) -> None:
         widget = getattr(self, name)
@@ -231,8 +263,14 @@ class TrainingForm:
         return {name: getattr(self, name).value for name in names}
 
     def config(self, base: Config | None = None) -> Config:
-        """Return the run's `Config` (see `config_from_form`)."""
-        return config_from_form(self.settings(), base=base)
+        """Return the run's `Config`: the preset, ``base``'s weights and augmentation, the fields.
+
+        See `config_from_form`; without ``base`` the preset's weights and augmentation.
+        """
+        preset = self.preset_config()
+        if base is not None:
+            preset = dataclasses.replace(preset, weights=base.weights, augment=base.augment)
+        return config_from_form(self.settings(), base=preset)
 
     def read_data(self) -> tuple[np.ndarray, np.ndarray]:
         """Copy the chosen image and labels and check that they can train together."""
@@ -259,6 +297,8 @@ class TrainingForm:
         if output.exists() and not self.overwrite.value:
             raise InputError(f"{output} exists: tick 'overwrite', choose another file, or "
                              "resume it")
+        if start == "bundled":
+            return output, BUNDLED["isbi2012"], None
         init = self.init.value if start == "init" else None
         if start == "init" and (init is None or not Path(init).is_file()):
             raise InputError(f"initial model: choose an existing model file (got {init})")

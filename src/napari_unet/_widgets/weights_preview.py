@@ -254,6 +254,7 @@ class FollowsLabels:
         with contextlib.suppress(RuntimeError):  # the timer's C++ side may be gone
             self._timer.stop()
         self._viewer.dims.events.current_step.disconnect(self._schedule)
+        session(self._viewer).settings_changed.disconnect(self._follow_session)
         self._watch(None)
 
 
@@ -273,6 +274,7 @@ class WeightsPreview(FollowsLabels, Container):
         self._key = self._shown = None
         self._weights = None
         self._watched = None
+        self._following = False
         self.image_layer, self.labels_layer = layer_pickers(viewer)
         shared = session(viewer).weights
         self.w0 = FloatSlider(label="w0", min=0.0, max=50.0, step=0.5, value=shared.w0)
@@ -293,6 +295,7 @@ class WeightsPreview(FollowsLabels, Container):
         for control in (self.w0, self.sigma, self.balance):
             control.changed.connect(self._share)
         self.labels_layer.changed.connect(self._watch)
+        session(viewer).settings_changed.connect(self._follow_session)
         viewer.dims.events.current_step.connect(self._schedule)
         on_removal(self.native, self._release)
         self._watch(self.labels_layer.value)
@@ -317,10 +320,22 @@ class WeightsPreview(FollowsLabels, Container):
 
     def _share(self, *_):
         """Hand the settings to training (see `session`), when they are valid."""
+        if self._following:
+            return
         try:
             session(self._viewer).set_settings(weights=self.config)
         except InputError:
             pass
+
+    def _follow_session(self) -> None:
+        """Show settings chosen elsewhere (a Training preset)."""
+        shared = session(self._viewer).weights
+        self._following = True
+        try:
+            self.w0.value, self.sigma.value = shared.w0, shared.sigma
+            self.balance.value = shared.balance
+        finally:
+            self._following = False
 
     def refresh(self):
         """Show the weight map of the current slice; no work when nothing changed."""
