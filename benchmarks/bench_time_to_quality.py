@@ -253,6 +253,8 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="copy the project's best model there")
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--replot", type=Path, metavar="JSON",
+                        help="print and plot the results saved by --json, training nothing")
     parser.add_argument("--worker", choices=["project", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -265,6 +267,8 @@ def main() -> int:
                               args.keep))
         args.worker_out.write_text(json.dumps(result))
         return 0
+    if args.replot:
+        return report(json.loads(args.replot.read_text()), args)
     kinds = [args.only] if args.only else ["project", "reference"]
     with tempfile.TemporaryDirectory() as tmp:
         outs = {k: Path(tmp) / f"{k}.json" for k in kinds}
@@ -277,6 +281,13 @@ def main() -> int:
             for p in procs:
                 p.wait()
         results = [json.loads(outs[k].read_text()) for k in kinds if outs[k].exists()]
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return report(results, args)
+
+
+def report(results: list[dict], args) -> int:
+    """Print the results side by side and draw the plot."""
     print(f"\n{args.minutes:g} minutes each, one core each, "
           f"{'one after the other' if args.sequential else 'at the same time'}; "
           "scored on ISBI slices 27-29 (never trained on)")
@@ -291,8 +302,6 @@ def main() -> int:
     if len(results) == 2:
         ratio = results[0]["v_rand"] / results[1]["v_rand"]
         print(f"V_rand ratio project / reference: {ratio:.3f}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
     if args.plot and results:
         plot(results, args.plot, args.minutes)
         print(f"plot: {args.plot}")

@@ -39,6 +39,8 @@ CONFIG_FLAGS = [
     ("--padding", "model", "padding", str, "valid (paper) or same (cpu)"),
     ("--w0", "weights", "w0", float, "border weight w0 of eq. 2 (paper 10)"),
     ("--sigma", "weights", "sigma", float, "border width sigma of eq. 2 (paper 5)"),
+    ("--membrane-weight", "weights", "membrane_weight", float,
+     "factor on the membrane pixels' class weight (paper 1)"),
     ("--augment-strength", "augment", "strength", float, "0 = no augmentation, 1 = default"),
 ]
 
@@ -86,10 +88,11 @@ def read_pair(images: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def progress_bar(total: int, unit: str):
-    """Return a terminal progress bar."""
+    """Return a terminal progress bar (a bar of seconds shows no rate: it would read 1 s/s)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=unit, dynamic_ncols=True, leave=True)
+    fmt = "{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}{postfix}]" if unit == "s" else None
+    return tqdm(total=total, unit=unit, dynamic_ncols=True, leave=True, bar_format=fmt)
 
 
 def _format(record: dict) -> str:
@@ -241,9 +244,13 @@ def run_lr_find(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """``napari-unet evaluate``: print ISBI 2012 scores of a mask against labels as JSON."""
+    """``napari-unet evaluate``: print ISBI 2012 scores of a mask against labels as JSON.
+
+    For probabilities, the scores at ``--threshold`` (the mask that threshold
+    exports) and the challenge's maxima over the thresholds 0.0, 0.1, ..., 1.0.
+    """
     from .io import read_labels, read_tiff
-    from .metrics import evaluate
+    from .metrics import evaluate, evaluate_thresholds
 
     prediction = read_tiff(args.mask)
     if not np.issubdtype(prediction.dtype, np.floating):
@@ -252,6 +259,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"{args.mask}: float values must be probabilities in [0, 1]")
     truth = read_labels(args.labels)
     scores = evaluate(prediction, truth, threshold=args.threshold)
+    if np.issubdtype(prediction.dtype, np.floating):
+        sweep = evaluate_thresholds(prediction, truth)
+        scores.update({key: sweep[key] for key in ("v_rand_max", "v_rand_threshold",
+                                                   "v_info_max", "v_info_threshold")})
     if not args.per_slice:
         scores.pop("per_slice", None)
     print(json.dumps(scores, indent=2))
@@ -292,7 +303,8 @@ def add_jobs(jobs) -> None:
     ev = jobs.add_parser(
         "evaluate", help="score a mask against labels (pixel error, V_rand, V_info)",
         description="Score a predicted mask (or probabilities) against labels as the ISBI "
-        "2012 challenge does and print JSON.",
+        "2012 challenge does and print JSON. For probabilities it adds the challenge's best "
+        "V_rand and V_info over the thresholds 0, 0.1, ..., 1 and where they were reached.",
     )
     ev.add_argument("mask", help="mask TIFF (exported by napari-unet, or 0/1/2 labels) or "
                     "float probabilities")

@@ -18,7 +18,7 @@ from .augment import AugmentConfig, augment
 from .errors import InputError
 from .labels import MEMBRANE, annotated_slices, to_annotation
 from .validate import check_pair
-from .weights import WeightConfig, annotation_weight_map
+from .weights import WeightConfig
 
 CONTEXT = 0.2
 """Extra context around an input tile, as a fraction of its side, that the augmentation
@@ -103,8 +103,7 @@ class WeightCache:
         digest = hashlib.blake2b(np.ascontiguousarray(labels).data, digest_size=16).digest()
         cached = self._maps.get(index)
         if cached is None or cached[0] != digest:
-            c = self.config
-            weights = annotation_weight_map(labels, w0=c.w0, sigma=c.sigma, balance=c.balance)
+            weights = self.config.of(labels)
             cached = self._maps[index] = (digest, weights)
             self.computed += 1
         return cached[1]

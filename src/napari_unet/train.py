@@ -169,6 +169,8 @@ class Setup:
     val_slices: list[int]
     weights: dict[int, np.ndarray]
     samples: TrainingSamples
+    threshold: float | None = None
+    """Membrane threshold of the model the run started from (kept without validation)."""
 
 
 def build_setup(image, labels, config: Config, *, init: ModelFile | None = None) -> Setup:
@@ -210,7 +212,8 @@ def build_setup(image, labels, config: Config, *, init: ModelFile | None = None)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     return Setup(config, device, autocast_dtype(device, t.precision), model, normalization,
-                 unit_image, labels, train_slices, val_slices, weights, samples)
+                 unit_image, labels, train_slices, val_slices, weights, samples,
+                 init.threshold if init and init.history else None)
 
 
 def _tile_sizes(model, tile: int) -> tuple[int, int]:
@@ -305,10 +308,11 @@ def validate(setup: Setup) -> tuple[dict, np.ndarray | None]:
 
     ``pixel_error``, ``v_rand`` and ``v_info`` are those of the mask exported
     at ``threshold`` (`pick_threshold`); ``v_rand_max`` and ``v_info_max`` are
-    the challenge's best over `THRESHOLDS`.
+    the challenge's best over `THRESHOLDS`. Without validation slices a run that
+    started from a model keeps that model's threshold.
     """
     if not setup.val_slices:
-        return {}, None
+        return ({} if setup.threshold is None else {"threshold": setup.threshold}), None
     t, z = setup.config.train, setup.val_slices
     probs = predict_probabilities(setup.model, setup.unit_image[z], setup.normalization,
                                   tile=t.tile, batch_size=max(1, t.batch_size),

@@ -64,14 +64,31 @@ class WeightConfig:
     balance : bool
         Whether w_c balances the class frequencies (N / (2 N_class)); when
         False, w_c = 1.
+    membrane_weight : float
+        A factor on w_c of membrane pixels, after the balance (not in the paper;
+        1 = the paper's weights). Plain cross-entropy with a membrane weight of 2
+        is ``w0=0, balance=False, membrane_weight=2``.
     """
 
     w0: float = 10.0
     sigma: float = 5.0
     balance: bool = True
+    membrane_weight: float = 1.0
 
     def __post_init__(self) -> None:
         _check_options(self.w0, self.sigma)
+        if not (math.isfinite(self.membrane_weight) and self.membrane_weight > 0):
+            raise InputError(f"membrane_weight must be a finite number > 0, got "
+                             f"{self.membrane_weight}")
+
+    def of(self, labels: np.ndarray) -> np.ndarray:
+        """Return the weight map of annotation labels with these settings.
+
+        `annotation_weight_map` with ``w0``, ``sigma`` and ``balance``, the
+        membrane pixels' class weight multiplied by ``membrane_weight``.
+        """
+        return annotation_weight_map(labels, w0=self.w0, sigma=self.sigma, balance=self.balance,
+                                     membrane_factor=self.membrane_weight)
 
 
 def weight_map(
@@ -116,7 +133,8 @@ def weight_map(
 
 
 def annotation_weight_map(
-    labels: np.ndarray, *, w0: float = 10.0, sigma: float = 5.0, balance: bool = True
+    labels: np.ndarray, *, w0: float = 10.0, sigma: float = 5.0, balance: bool = True,
+    membrane_factor: float = 1.0,
 ) -> np.ndarray:
     """Compute the weight map of (possibly partial) annotation labels.
 
@@ -137,6 +155,8 @@ def annotation_weight_map(
     balance : bool
         With True, ``w_c = N / (2 N_class)`` over the annotated pixels; with
         False, ``w_c = 1`` on annotated pixels.
+    membrane_factor : float
+        Multiplies w_c of the membrane pixels (1: the paper's weights).
 
     Returns
     -------
@@ -160,6 +180,8 @@ def annotation_weight_map(
     interior = labels == INTERIOR
     weights = _class_weights(interior, labels != UNLABELLED, balance=balance)
     membrane = np.flatnonzero(labels == MEMBRANE)
+    if membrane_factor != 1.0:
+        weights.flat[membrane] *= np.float32(membrane_factor)
     _add_border_term(weights, interior, membrane, w0=w0, sigma=sigma)
     return weights
 

@@ -168,5 +168,18 @@ def test_train_says_what_it_trains_on_and_counts_the_time_budget(files, capsys):
                           "--epochs", "1000", "--minutes", "0.05", *TINY], capsys)
     assert code == 0, err
     assert "training on 3 slices (0-2), validating on 3; device cpu" in out
-    assert "/3 [" in err and "/2000" not in err  # the bar counts the 3 s budget, not the epochs
+    assert "/3 s [" in err and "/2000" not in err  # counts the budget
     assert "stopped after time budget" in out
+
+
+def test_evaluate_probabilities_adds_the_challenges_maximum(files, capsys, isbi_small):
+    _, labels = isbi_small
+    # P(membrane) that is right above 0.6 only: the best threshold is 0.6 or above
+    probs = np.where(labels == 1, 0.8, 0.55).astype(np.float32)
+    tifffile.imwrite(files / "p.tif", probs)
+    code, out, _ = run(["evaluate", files / "p.tif", files / "isbi.tif"], capsys)
+    scores = json.loads(out)
+    assert code == 0 and scores["pixel_error"] > 0.5  # at the default 0.5 all is membrane
+    assert scores["v_rand_max"] == 1.0 and 0.6 <= scores["v_rand_threshold"] < 0.8
+    code, out, _ = run(["evaluate", files / "isbi.tif", files / "isbi.tif"], capsys)
+    assert code == 0 and "v_rand_max" not in json.loads(out)  # labels: no threshold to sweep

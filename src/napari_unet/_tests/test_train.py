@@ -182,3 +182,15 @@ def test_start_line_names_slices_and_device():
             "threads": 2}
     assert describe_start(info) == ("training on 24 slices (0-23), validating on 24-26; "
                                     "device cpu (2 threads)")
+
+
+def test_fine_tuning_without_validation_keeps_the_threshold(isbi_small, tiny_config, tmp_path,
+                                                            model_path):
+    image, labels = isbi_small
+    config = tiny_config.replace(train={"val_slices": (), "epochs": 1})
+    result = drain(train(image, labels, config, output=tmp_path / "f.pt", init=model_path))
+    assert result.history[-1]["threshold"] == 0.42  # the initial model's (conftest)
+    assert load_model(tmp_path / "f.pt").threshold == 0.42
+    scratch = drain(train(image, labels, config, output=tmp_path / "s.pt"))
+    assert "threshold" not in scratch.history[-1]
+    assert load_model(tmp_path / "s.pt").threshold == 0.5

@@ -496,3 +496,22 @@ def test_package_exports_weight_map():
     import napari_unet
 
     assert napari_unet.weight_map is weight_map
+
+
+def test_membrane_weight_scales_the_class_weight_of_membrane_pixels():
+    from napari_unet.weights import WeightConfig
+
+    labels = np.array([[2, 2, 1, 2, 2],
+                       [2, 2, 1, 2, 2],
+                       [0, 0, 1, 0, 0]], dtype=np.uint8)
+    plain = WeightConfig(w0=0.0, balance=False, membrane_weight=2.0).of(labels)
+    np.testing.assert_array_equal(plain, np.where(labels == 1, 2.0, (labels == 2) * 1.0))
+    paper = WeightConfig().of(labels)
+    doubled = WeightConfig(membrane_weight=2.0).of(labels)
+    np.testing.assert_array_equal(doubled[labels != 1], paper[labels != 1])
+    # the class weight doubles, the border term (w0 exp(...)) does not
+    balanced = WeightConfig(w0=0.0).of(labels)
+    np.testing.assert_allclose(doubled[labels == 1] - paper[labels == 1],
+                               balanced[labels == 1], rtol=1e-6)
+    with pytest.raises(InputError, match="membrane_weight must be"):
+        WeightConfig(membrane_weight=0.0)

@@ -168,7 +168,6 @@ class AugmentPreview(FollowsLabels, Container):
         self._worker = None
         self._request, self._requested, self._closed = 0, None, False
         self._watched = None
-        self._following = False
         self.image_layer, self.labels_layer = layer_pickers(viewer)
         self.count = SpinBox(label="samples", min=1, max=16, value=4)
         self.strength = FloatSlider(label="strength", min=0.0, max=2.0, step=0.05,
@@ -226,12 +225,9 @@ class AugmentPreview(FollowsLabels, Container):
         shared = session(self._viewer).augment
         if shared != self.base_config:
             self.base_config = shared
-            self._following = True
-            try:
+            with self._following_session():
                 self.strength.value, self.rotate.value = shared.strength, shared.rotate
                 self.elastic_std.value = shared.elastic_std
-            finally:
-                self._following = False
         self._schedule()
 
     @property

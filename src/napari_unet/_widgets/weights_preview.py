@@ -8,7 +8,7 @@ zeros is ever allocated. A 2D image gets a (Y, X) layer. The layer takes the ima
 
 import contextlib
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import napari
 import numpy as np
@@ -18,7 +18,7 @@ from qtpy.QtCore import QTimer
 from ..errors import InputError
 from ..labels import to_annotation
 from ..validate import check_image
-from ..weights import WeightConfig, annotation_weight_map
+from ..weights import WeightConfig
 from .closing import on_removal
 from .session import PREVIEW, is_preview, session
 
@@ -45,7 +45,7 @@ def slice_weights(labels: np.ndarray, config: WeightConfig) -> np.ndarray:
     weights : (Y, X) float32 ndarray
         `annotation_weight_map` with the settings of ``config``.
     """
-    return annotation_weight_map(labels, w0=config.w0, sigma=config.sigma, balance=config.balance)
+    return config.of(labels)
 
 
 def fingerprint(array: np.ndarray) -> bytes:
@@ -233,6 +233,16 @@ class FollowsLabels:
     """
 
     _released = False
+    _following = False
+
+    @contextlib.contextmanager
+    def _following_session(self):
+        """Set the controls from the session without handing them back to it (`_share`)."""
+        self._following = True
+        try:
+            yield
+        finally:
+            self._following = False
 
     def _schedule(self, *_):
         if not self._released:
@@ -274,7 +284,6 @@ class WeightsPreview(FollowsLabels, Container):
         self._key = self._shown = None
         self._weights = None
         self._watched = None
-        self._following = False
         self.image_layer, self.labels_layer = layer_pickers(viewer)
         shared = session(viewer).weights
         self.w0 = FloatSlider(label="w0", min=0.0, max=50.0, step=0.5, value=shared.w0)
@@ -309,8 +318,8 @@ class WeightsPreview(FollowsLabels, Container):
     @property
     def config(self) -> WeightConfig:
         """The weight map settings of the controls (raises InputError when invalid)."""
-        return WeightConfig(w0=float(self.w0.value), sigma=float(self.sigma.value),
-                            balance=bool(self.balance.value))
+        return replace(session(self._viewer).weights, w0=float(self.w0.value),
+                       sigma=float(self.sigma.value), balance=bool(self.balance.value))
 
     def reset_choices(self, *_):
         """Refresh the layer lists (napari calls this when layers change)."""
@@ -330,12 +339,9 @@ class WeightsPreview(FollowsLabels, Container):
     def _follow_session(self) -> None:
         """Show settings chosen elsewhere (a Training preset)."""
         shared = session(self._viewer).weights
-        self._following = True
-        try:
+        with self._following_session():
             self.w0.value, self.sigma.value = shared.w0, shared.sigma
             self.balance.value = shared.balance
-        finally:
-            self._following = False
 
     def refresh(self):
         """Show the weight map of the current slice; no work when nothing changed."""
