@@ -54,8 +54,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from napari_unet._widgets.correct import CORRECT_DEFAULTS
-    from napari_unet.config import config_for_preset
+    from napari_unet.config import RETRAIN_DEFAULTS, config_for_preset
     from napari_unet.datasets import isbi2012
     from napari_unet.labels import retraining_labels
     from napari_unet.postprocess import membrane_mask
@@ -78,7 +77,7 @@ def main() -> int:
                     output=pre))
         rows["pretrained (slices 0-14)"] = scores_of(pre, new_image[scored], new_truth[scored])
         equal = base.replace(train={"minutes": args.minutes, "epochs": 10_000,
-                                    "val_slices": ()})
+                                    "val_slices": (), "patience": None})
         for name, init in (("scratch on 2 slices", None), ("fine-tuned on 2 slices", pre)):
             out = tmp / f"{len(rows)}.pt"
             drain(train(new_image, sparse, equal, output=out, init=init))
@@ -94,7 +93,7 @@ def main() -> int:
         mask = membrane_mask(probs, threshold=model_file.threshold)
         mask[annotated] = new_truth[annotated]
         retrain_labels = retraining_labels(mask, annotated, None)
-        widget = model_file.config.replace(train={**CORRECT_DEFAULTS, "device": "cpu",
+        widget = model_file.config.replace(train={**RETRAIN_DEFAULTS, "device": "cpu",
                                                   "val_slices": ()})
         out = tmp / "retrained.pt"
         drain(train(new_image, retrain_labels, widget, output=out, init=pre))

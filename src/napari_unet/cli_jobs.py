@@ -142,9 +142,10 @@ class TrainBar:
                              left=_duration(progress.eta_s))
 
     def close(self) -> None:
-        """Close the bar (if it was opened)."""
+        """Close the bar (if it is open)."""
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -162,8 +163,9 @@ def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     image, labels = read_pair(args.images, args.labels)
     if not resume:
-        print(f"preset {resolve_preset(args.preset, config.train.device)}: "
-              f"{describe_config(config)}")
+        preset = resolve_preset(args.preset, args.cfg_device or "auto")
+        network = f"; the network of {args.init}" if args.init else ""
+        print(f"preset {preset}: {describe_config(config)}{network}")
     jobs = train(image, labels, config, output=output, init=args.init, resume=resume)
     view = TrainBar(config.train.minutes)
     try:
@@ -183,7 +185,8 @@ def run_train(args: argparse.Namespace) -> int:
         view.close()
         print(f"napari-unet train: {err}")
         return 1
-    view.close()
+    finally:
+        view.close()
     print(f"stopped after {result.reason}: best model {result.best_path}, last model "
           f"{result.last_path}")
     return 0

@@ -187,6 +187,10 @@ def _section(kind: type, values: dict[str, Any], name: str):
         raise InputError(f"bad {name} settings: {err}") from None
 
 
+RETRAIN_DEFAULTS = {"epochs": 20, "minutes": 5.0}
+"""The budget Correct and retrain starts with (the learning rate is the model's own);
+benchmarks/bench_fine_tuning.py measures what it gives."""
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Ronneberger et al. 2015 as written: the dataclass defaults.
     "paper": {},
@@ -313,4 +317,4 @@ def load_config(path: str | Path, *, base: Config | None = None) -> Config:
         raise InputError(f"{path}: not valid JSON/YAML ({str(err).splitlines()[0]})") from None
     data = data or {}
     Config.from_dict(data)  # names any unknown section or key
-    return (base or Config()).replace(**data)
+    return (base or Config()).replace(**{name: values or {} for name, values in data.items()})

@@ -64,7 +64,7 @@ _GUI_CORES = 0
 
 
 def reserve_gui_core() -> None:
-    """Keep one core free for the GUI from now on (called when the napari widgets load)."""
+    """Keep one core free for the GUI from now on (called when a widget starts a job)."""
     global _GUI_CORES
     _GUI_CORES = 1
 

@@ -84,6 +84,7 @@ def suggest_lr(lrs, smoothed) -> float | None:
     finite = np.isfinite(smoothed)
     if not finite[skip:].any():
         return None
+    skip += int(np.argmax(finite[skip:]))  # the first finite point after the warm-up
     stop = skip + int(np.nanargmin(np.where(finite[skip:], smoothed[skip:], np.nan)))
     drop = smoothed[skip] - smoothed[stop]
     if stop - skip < 2 or drop <= 0:
@@ -96,7 +97,7 @@ def suggest_lr(lrs, smoothed) -> float | None:
         return float(lrs[onset])
     slopes = np.gradient(smoothed[begin:stop + 1], np.log(lrs[begin:stop + 1]))
     slopes = np.convolve(np.pad(slopes, 1, mode="edge"), np.ones(3) / 3, mode="valid")
-    return float(lrs[begin + int(np.argmin(slopes))])
+    return float(lrs[onset + int(np.argmin(slopes[1:]))])  # never a point above the onset
 
 
 def lr_find(

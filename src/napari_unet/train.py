@@ -213,7 +213,8 @@ def build_setup(image, labels, config: Config, *, init: ModelFile | None = None)
         model.to(memory_format=torch.channels_last)
     return Setup(config, device, autocast_dtype(device, t.precision), model, normalization,
                  unit_image, labels, train_slices, val_slices, weights, samples,
-                 init.threshold if init and init.history else None)
+                 init.threshold if init and any(r.get("threshold") is not None
+                                                for r in init.history) else None)
 
 
 def _tile_sizes(model, tile: int) -> tuple[int, int]:

@@ -63,6 +63,7 @@ import torch
 import zarr
 
 from .checkpoint import load_model
+from .checkpoint import model_path as checkpoint_path
 from .data import Normalization, mirror_indices
 from .errors import InputError
 from .model import UNet
@@ -462,7 +463,7 @@ def predict_volume(
     _check_options(tile=tile, batch_size=batch_size, block=block)
     volume = open_lazy(source)
     output = _check_output(Path(output_path), source=source, overwrite=overwrite)
-    model_path = Path(model_file)
+    model_path = checkpoint_path(model_file)
     if not model_path.is_file():
         raise InputError(f"{model_path}: no such model file")
     stamp, device = model_path.stat().st_mtime_ns, str(device)

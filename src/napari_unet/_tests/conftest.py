@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 
@@ -36,3 +38,12 @@ def model_path(tmp_path, tiny_config):
                            make_model(tiny_config).state_dict(),
                            history=[{"epoch": 1, "threshold": 0.42}])
     return save_model(tmp_path / "m.pt", model_file)
+
+
+@pytest.fixture(autouse=True)
+def no_first_look(request, monkeypatch):
+    """Widget tests start their own predictions: the Prediction widget's first look with
+    the bundled model is off, except in tests named for it (``first_look``)."""
+    module = sys.modules.get("napari_unet._widgets.prediction")  # imported by widget tests
+    if module is not None and "first_look" not in request.node.name:
+        monkeypatch.setattr(module.PredictionWidget, "first_look", False)

@@ -165,7 +165,8 @@ def test_presets_flags_and_config_file(files, capsys, tmp_path):
 
 def test_train_says_what_it_trains_on_and_counts_the_time_budget(files, capsys):
     code, out, err = run(["train", files / "img.tif", files / "isbi.tif", "-o", files / "m.pt",
-                          "--epochs", "1000", "--minutes", "0.05", *TINY], capsys)
+                          "--epochs", "1000", "--patience", "100000", "--minutes", "0.05",
+                          *TINY], capsys)
     assert code == 0, err
     assert "training on 3 slices (0-2), validating on 3; device cpu" in out
     assert "/3 s [" in err and "/2000" not in err  # counts the budget
@@ -176,7 +177,7 @@ def test_evaluate_probabilities_adds_the_challenges_maximum(files, capsys, isbi_
     _, labels = isbi_small
     # P(membrane) that is right above 0.6 only: the best threshold is 0.6 or above
     probs = np.where(labels == 1, 0.8, 0.55).astype(np.float32)
-    tifffile.imwrite(files / "p.tif", probs)
+    tifffile.imwrite(files / "p.tif", probs, photometric="minisblack")
     code, out, _ = run(["evaluate", files / "p.tif", files / "isbi.tif"], capsys)
     scores = json.loads(out)
     assert code == 0 and scores["pixel_error"] > 0.5  # at the default 0.5 all is membrane

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from napari_unet.checkpoint import load_model
+from napari_unet.devices import cpu_threads
 from napari_unet.errors import InputError
 from napari_unet.train import (
     THRESHOLDS,
@@ -33,7 +34,7 @@ def test_progress_and_files(isbi_small, tiny_config, tmp_path):
     progress, result = events(train(image, labels, tiny_config, output=tmp_path / "m.pt"))
     assert progress[0].event is Event.START
     assert progress[0].metrics == {"train_slices": [0, 1, 2], "val_slices": [3],
-                                   "device": "cpu", "threads": torch.get_num_threads()}
+                                   "device": "cpu", "threads": cpu_threads()}
     steps = [p for p in progress if p.event is Event.STEP]
     validations = [p for p in progress if p.event is Event.VALIDATION]
     assert [p.step for p in steps] == [1, 2, 3, 4] and steps[-1].total_steps == 4

@@ -469,12 +469,14 @@ def test_options_are_keyword_only():
 def test_config_defaults_are_the_papers():
     config = WeightConfig()
     assert (config.w0, config.sigma, config.balance) == (10.0, 5.0, True)
+    assert config.membrane_weight == 1.0  # not in the paper: off by default
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.w0 = 1.0
     mask = _border_cells()
     custom = WeightConfig(w0=3.0, sigma=2.0, balance=False)
+    eq2 = {k: v for k, v in dataclasses.asdict(custom).items() if k != "membrane_weight"}
     np.testing.assert_array_equal(
-        weight_map(mask, **dataclasses.asdict(custom)),
+        weight_map(mask, **eq2),
         weight_map(mask, w0=3.0, sigma=2.0, balance=False),
     )
 

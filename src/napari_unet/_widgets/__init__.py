@@ -1,6 +1,5 @@
 """The napari layer: dock widgets that drive the core. Qt and napari live only here."""
 
-from ..devices import reserve_gui_core
 from .augment_preview import AugmentPreview
 from .correct import CorrectWidget
 from .data import DataWidget
@@ -11,5 +10,3 @@ from .weights_preview import WeightsPreview
 
 __all__ = ["AugmentPreview", "CorrectWidget", "DataWidget", "ExportWidget", "PredictionWidget",
            "TrainingWidget", "WeightsPreview"]
-
-reserve_gui_core()  # napari's event loop keeps a core while a job trains or predicts

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..checkpoint import BUNDLED, is_bundled, load_model
-from ..config import Config
+from ..config import RETRAIN_DEFAULTS, Config
 from ..data import pick_validation
 from ..errors import InputError
 from ..labels import annotated_slices, retraining_labels, to_annotation
@@ -48,9 +48,6 @@ from .training_form import DEFAULT_OUTPUT, device_choices, parse_number
 from .worker import error_message, start_job
 
 RETRAINED = re.compile(r"-retrained(-\d+)?$")
-CORRECT_DEFAULTS = {"epochs": 20, "minutes": 5.0}
-"""The retraining budget the form starts with (the learning rate is the model's own);
-benchmarks/bench_fine_tuning.py measures what it gives."""
 USER_MODELS = DEFAULT_OUTPUT.parent
 """Where models retrained from a bundled model go (created when needed)."""
 
@@ -144,9 +141,9 @@ class CorrectWidget(StopsWhenClosed, QWidget):
                               tooltip="the model to fine-tune (the current model)")
         self.output = FileEdit(label="save to", mode="w", filter="*.pt", nullable=True,
                                tooltip="the retrained model (a new file: nothing is replaced)")
-        self.epochs = SpinBox(label="epochs", value=CORRECT_DEFAULTS["epochs"], min=1,
+        self.epochs = SpinBox(label="epochs", value=RETRAIN_DEFAULTS["epochs"], min=1,
                               max=100_000)
-        self.minutes = FloatSpinBox(label="minutes", value=CORRECT_DEFAULTS["minutes"], min=0,
+        self.minutes = FloatSpinBox(label="minutes", value=RETRAIN_DEFAULTS["minutes"], min=0,
                                     max=100_000,
                                     tooltip="time budget (∞: none); stops cleanly and saves")
         self.minutes.native.setSpecialValueText("∞")

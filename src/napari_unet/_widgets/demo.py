@@ -41,13 +41,23 @@ def wait_for_prediction(viewer: napari.Viewer, timeout: float = 120.0) -> None:
     QApplication.processEvents()
 
 
+def show_sample(viewer: napari.Viewer) -> None:
+    """Hide the previews' layers and fit the view to the sample (the previews stay docked)."""
+    from .session import is_preview
+
+    for layer in viewer.layers:
+        if is_preview(layer):
+            layer.visible = False
+    viewer.reset_view(layers=[layer for layer in viewer.layers if not is_preview(layer)])
+
+
 def save_screenshot(viewer: napari.Viewer, path: str | Path) -> Path:
     """Save the whole window, as a user sees it at 1400x900, to a PNG file."""
     viewer.window.resize(1400, 900)
     wait_for_prediction(viewer)
     for _ in range(5):
         QApplication.processEvents()
-    viewer.reset_view()
+    show_sample(viewer)
     QApplication.processEvents()
     viewer.screenshot(str(path), canvas_only=False)
     return Path(path)

@@ -119,6 +119,9 @@ class PredictionWidget(StopsWhenClosed, QWidget):
     parent : QWidget, optional
     """
 
+    first_look = True
+    """Predict the slice in view with the bundled model when the widget opens without a model."""
+
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self._viewer = viewer
@@ -201,8 +204,9 @@ class PredictionWidget(StopsWhenClosed, QWidget):
     def _first_look(self) -> None:
         """Predict the slice in view with the bundled model, unless the user got there first."""
         untouched = self._target is None and self._worker is None
-        if untouched and self._loaded is not None and is_bundled(self._loaded) \
-                and self.image_layer.value is not None:
+        layer = self.image_layer.value
+        if self.first_look and untouched and self._loaded is not None \
+                and is_bundled(self._loaded) and layer is not None and not layer.rgb:
             self.predict_slice()
 
     def _follow_model(self, path: Path) -> None:

@@ -41,6 +41,8 @@ START_CHOICES = [
     ("a model's weights (fine-tune)", "init"),
     ("resume the output's last model", "resume"),
 ]
+if not BUNDLED["isbi2012"].is_file():  # an installation without it
+    START_CHOICES.remove(("the bundled ISBI 2012 model", "bundled"))
 MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
 PRESET_FIELDS = ("depth", "base_channels", "padding", "tile", "batch_size", "optimizer", "lr")
 """Form fields a preset fills in (its other settings: batch norm, weights, augmentation)."""
@@ -210,12 +212,17 @@ class TrainingForm:
         return [(f"auto ({auto})", "auto")] + [(name, name) for name in PRESETS]
 
     def _update_auto_label(self, *_) -> None:
-        """Name what 'auto' means on the new device; refill only if that changed."""
-        value = self.preset.value
-        self.preset.choices = self._preset_choices()
-        self.preset.value = value
-        if resolve_preset(value, self.device.value) != self._applied:
+        """Name what 'auto' means on the new device; refill the fields if that changed.
+
+        Only when they still hold what the preset filled in: never over the user's values.
+        """
+        self.preset.native.setItemText(0, self._preset_choices()[0][0])
+        changed = resolve_preset(self.preset.value, self.device.value) != self._applied
+        if changed and self._field_values() == self._applied_values:
             self.apply_preset()
+
+    def _field_values(self) -> dict[str, Any]:
+        return {name: getattr(self, name).value for name in PRESET_FIELDS}
 
     def preset_config(self) -> Config:
         """Return the chosen preset's `Config` for the chosen device."""
@@ -229,6 +236,7 @@ class TrainingForm:
             section = config.model if name in MODEL_FIELDS else config.train
             value = getattr(section, name)
             getattr(self, name).value = f"{value:g}" if name == "lr" else value
+        self._applied_values = self._field_values()
 
     def _place(self, row, column, name, span) -> None:
         widget = getattr(self, name)

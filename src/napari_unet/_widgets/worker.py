@@ -9,6 +9,7 @@ from contextlib import contextmanager, suppress
 from napari.qt.threading import GeneratorWorker, create_worker
 from qtpy.QtCore import QThread
 
+from ..devices import reserve_gui_core
 from ..errors import InputError
 from ..train import TrainingError
 
@@ -120,5 +121,6 @@ def start_job(func: Callable[..., Generator], *args, connect: dict, **kwargs) ->
     worker : JobWorker
         Already started; ``worker.quit()`` stops it after the job's next yield.
     """
+    reserve_gui_core()  # napari's event loop keeps a core while jobs train or predict
     return create_worker(func, *args, _worker_class=JobWorker, _connect=connect,
                          _start_thread=True, **kwargs)
