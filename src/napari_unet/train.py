@@ -309,8 +309,9 @@ def validate(setup: Setup) -> tuple[dict, np.ndarray | None]:
 
     ``pixel_error``, ``v_rand`` and ``v_info`` are those of the mask exported
     at ``threshold`` (`pick_threshold`); ``v_rand_max`` and ``v_info_max`` are
-    the challenge's best over `THRESHOLDS`. Without validation slices a run that
-    started from a model keeps that model's threshold.
+    the challenge's best over `THRESHOLDS`; ``sweep`` lists
+    ``[threshold, v_rand, v_info, pixel_error]`` for each of them. Without
+    validation slices a run that started from a model keeps that model's threshold.
     """
     if not setup.val_slices:
         return ({} if setup.threshold is None else {"threshold": setup.threshold}), None
@@ -325,7 +326,9 @@ def validate(setup: Setup) -> tuple[dict, np.ndarray | None]:
     sweep = evaluate_thresholds(probs, labels, THRESHOLDS)
     chosen = pick_threshold(sweep["per_threshold"])
     record.update({k: chosen[k] for k in ("pixel_error", "v_rand", "v_info", "threshold")},
-                  v_rand_max=sweep["v_rand_max"], v_info_max=sweep["v_info_max"])
+                  v_rand_max=sweep["v_rand_max"], v_info_max=sweep["v_info_max"],
+                  sweep=[[s["threshold"], s["v_rand"], s["v_info"], s["pixel_error"]]
+                         for s in sweep["per_threshold"]])
     return record, probs[0]
 
 

@@ -45,6 +45,10 @@ def test_progress_and_files(isbi_small, tiny_config, tmp_path):
     assert {"val_loss", "pixel_error", "v_rand", "v_info", "threshold", "v_rand_max",
             "v_info_max"} <= set(metrics)
     assert metrics["v_rand_max"] >= metrics["v_rand"]
+    assert [row[0] for row in metrics["sweep"]] == list(THRESHOLDS)
+    chosen = THRESHOLDS.index(metrics["threshold"])
+    assert metrics["sweep"][chosen][1:] == [metrics["v_rand"], metrics["v_info"],
+                                            metrics["pixel_error"]]
     assert validations[0].metrics["threshold"] in THRESHOLDS
     assert result.reason == "epochs" and len(result.history) == 2
     best, last = load_model(tmp_path / "m.pt"), load_model(last_path_for(tmp_path / "m.pt"))
