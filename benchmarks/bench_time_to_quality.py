@@ -166,20 +166,20 @@ def run_project(minutes: float, seed: int, preset: str, settings: dict,
 
 
 def test_scores(probs: np.ndarray, truth: np.ndarray, threshold: float) -> dict:
-    """The exported mask's scores, the maximum over thresholds, and the membrane fractions."""
-    from napari_unet.metrics import evaluate
+    """Return the exported mask's scores, the challenge's maxima and the membrane fractions."""
+    from napari_unet.metrics import evaluate, evaluate_thresholds
 
     exported = evaluate(probs, truth, threshold=threshold)
-    thresholds = np.round(np.arange(0.1, 1.0, 0.1), 1)
-    sweep = [evaluate(probs, truth, threshold=t) for t in thresholds]
+    challenge = evaluate_thresholds(probs, truth)  # 0.0, 0.1, ..., 1.0
     return {
-        "sweep": [{"threshold": float(t), **{k: s[k] for k in ("v_rand", "v_info", "pixel_error")},
-                   "membrane_fraction": float((probs > t).mean())}
-                  for t, s in zip(thresholds, sweep, strict=True)],
+        "sweep": [{"threshold": s["threshold"],
+                   **{k: s[k] for k in ("v_rand", "v_info", "pixel_error")},
+                   "membrane_fraction": float((probs > s["threshold"]).mean())}
+                  for s in challenge["per_threshold"]],
         "v_rand": exported["v_rand"], "v_info": exported["v_info"],
         "pixel_error": exported["pixel_error"],
-        "v_rand_max": max(s["v_rand"] for s in sweep),
-        "v_info_max": max(s["v_info"] for s in sweep),
+        "v_rand_max": challenge["v_rand_max"],
+        "v_info_max": challenge["v_info_max"],
         "membrane_fraction": float((probs > threshold).mean()),
         "true_membrane_fraction": float((truth == 1).mean()),
     }
@@ -269,6 +269,8 @@ def main() -> int:
         return 0
     if args.replot:
         return report(json.loads(args.replot.read_text()), args)
+    if args.keep and args.keep.exists():
+        parser.error(f"--keep: {args.keep} exists; nothing is replaced")
     kinds = [args.only] if args.only else ["project", "reference"]
     with tempfile.TemporaryDirectory() as tmp:
         outs = {k: Path(tmp) / f"{k}.json" for k in kinds}
