@@ -208,8 +208,10 @@ def test_presets_fill_the_form_and_the_previews_follow(widget):
 
 
 def test_start_from_the_bundled_model(widget):
-    from napari_unet.checkpoint import BUNDLED
+    from napari_unet.checkpoint import BUNDLED, load_model
 
+    assert "bundled" in widget.form.start_from.choices  # offered: the file is installed
     widget.form.start_from.value = "bundled"
     _, init, resume = widget.form.read_paths()
     assert init == BUNDLED["isbi2012"] and resume is None
+    assert load_model(init).config.model.base_channels == 16  # a real model to start from
