@@ -14,6 +14,28 @@ import numpy as np
 
 from .errors import InputError
 
+AUTO = "auto"
+
+
+def threshold_arg(text: str) -> float | str:
+    """``--threshold``: a number between 0 and 1, or 'auto' (chosen on the validation slices)."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a number between 0 and 1 or 'auto', not {text!r}") from None
+
+
+def switch_arg(text: str) -> bool:
+    """Parse an on/off flag value."""
+    value = text.strip().lower()
+    if value not in ("on", "off", "true", "false", "yes", "no", "1", "0"):
+        raise argparse.ArgumentTypeError(f"on or off, not {text!r}")
+    return value in ("on", "true", "yes", "1")
+
+
 # Flags that set config fields: (flag, section, field, type, help).
 CONFIG_FLAGS = [
     ("--epochs", "train", "epochs", int, "maximum number of epochs (100)"),
@@ -33,14 +55,19 @@ CONFIG_FLAGS = [
     ("--patience", "train", "patience", int, "validations without improvement before stopping"),
     ("--monitor", "train", "monitor", str, "v_rand (default), v_info, pixel_error or val_loss"),
     ("--workers", "train", "num_workers", int, "data-loading processes"),
+    ("--threshold", "train", "threshold", threshold_arg,
+     "membrane threshold of the exported mask: a number (cpu 0.5), or auto (paper): the best "
+     "V_rand + pixel accuracy on the validation slices"),
     ("--depth", "model", "depth", int, "resolution levels of the U-Net (5)"),
     ("--base-channels", "model", "base_channels", int,
      "channels of the first level (paper 64, cpu 16)"),
     ("--padding", "model", "padding", str, "valid (paper) or same (cpu)"),
-    ("--w0", "weights", "w0", float, "border weight w0 of eq. 2 (paper 10)"),
+    ("--w0", "weights", "w0", float, "border weight w0 of eq. 2 (paper 10, cpu 0)"),
     ("--sigma", "weights", "sigma", float, "border width sigma of eq. 2 (paper 5)"),
+    ("--balance", "weights", "balance", switch_arg,
+     "on/off: class-balancing weights w_c of eq. 2 (paper on, cpu off)"),
     ("--membrane-weight", "weights", "membrane_weight", float,
-     "factor on the membrane pixels' class weight (paper 1)"),
+     "factor on the membrane pixels' class weight (paper 1, cpu 2)"),
     ("--augment-strength", "augment", "strength", float, "0 = no augmentation, 1 = default"),
 ]
 
@@ -73,7 +100,7 @@ def config_from_args(args: argparse.Namespace):
     for _, section, name, _, _ in CONFIG_FLAGS:
         value = getattr(args, f"cfg_{name}")
         if value is not None:
-            sections.setdefault(section, {})[name] = value
+            sections.setdefault(section, {})[name] = None if value == AUTO else value
     if args.val_slices is not None:
         sections.setdefault("train", {})["val_slices"] = parse_slices(args.val_slices,
                                                                     what="--val-slices")
@@ -197,9 +224,18 @@ def describe_config(config) -> str:
     m, t, w = config.model, config.train, config.weights
     return (f"depth {m.depth}, width {m.base_channels}, {m.padding} padding"
             f"{', batch norm' if m.batch_norm else ''}; tile {t.tile}, batch {t.batch_size}, "
-            f"{t.optimizer} lr {t.lr:g}; w0 {w.w0:g}, sigma {w.sigma:g}"
-            f"{', class balance' if w.balance else ''}; augmentation: "
+            f"{t.optimizer} lr {t.lr:g}; {describe_weights(w)}; threshold "
+            f"{'auto' if t.threshold is None else f'{t.threshold:g}'}; augmentation: "
             f"{describe_augment(config.augment)}")
+
+
+def describe_weights(weights) -> str:
+    """Name the loss weights (``'w0 10, sigma 5, class balance'``, ``'membranes x2'``)."""
+    w = weights
+    parts = [f"w0 {w.w0:g}, sigma {w.sigma:g}"] if w.w0 > 0 else []
+    parts += ["class balance"] if w.balance else []
+    parts += [f"membranes x{w.membrane_weight:g}"] if w.membrane_weight != 1 else []
+    return ", ".join(parts) or "plain cross-entropy"
 
 
 def describe_augment(augment) -> str:

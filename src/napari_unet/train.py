@@ -213,8 +213,16 @@ def build_setup(image, labels, config: Config, *, init: ModelFile | None = None)
         model.to(memory_format=torch.channels_last)
     return Setup(config, device, autocast_dtype(device, t.precision), model, normalization,
                  unit_image, labels, train_slices, val_slices, weights, samples,
-                 init.threshold if init and any(r.get("threshold") is not None
-                                                for r in init.history) else None)
+                 _kept_threshold(config, init))
+
+
+def _kept_threshold(config: Config, init: ModelFile | None) -> float | None:
+    """Return the threshold a run without validation exports with (config's, else init's)."""
+    if config.train.threshold is not None:
+        return config.train.threshold
+    if init and any(r.get("threshold") is not None for r in init.history):
+        return init.threshold
+    return None
 
 
 def _tile_sizes(model, tile: int) -> tuple[int, int]:
@@ -247,21 +255,30 @@ def make_loader(setup: Setup, start: int, generator: torch.Generator) -> DataLoa
 
 
 def make_optimizer(model, config: Config, total_steps: int):
-    """Optimizer and learning-rate schedule of a config."""
+    """Optimizer and learning-rate schedule of a config (a cosine is set by `cosine_lr`)."""
     t = config.train
     if t.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
                                     weight_decay=t.weight_decay)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    if t.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    elif t.schedule == "plateau":
+    if t.schedule == "plateau":
         mode = "max" if HIGHER_IS_BETTER[t.monitor] else "min"
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, patience=3)
     else:
         scheduler = None
     return optimizer, scheduler
+
+
+def cosine_lr(lr: float, progress: float) -> float:
+    """Return the cosine schedule's rate ``progress`` (0 to 1) of the way through a run."""
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+
+
+def run_progress(step: int, total_steps: int, elapsed: float, minutes: float | None) -> float:
+    """Return how far a run is (0 to 1): by its steps, or by its time budget if that ends first."""
+    by_steps = step / max(1, total_steps)
+    return by_steps if minutes is None else max(by_steps, elapsed / (60.0 * minutes))
 
 
 def loss_of_batch(setup: Setup, batch: dict) -> torch.Tensor:
@@ -304,27 +321,31 @@ def pick_threshold(per_threshold: list[dict]) -> dict:
     return max(per_threshold, key=key)
 
 
-def validate(setup: Setup) -> tuple[dict, np.ndarray | None]:
+def validate(setup: Setup, model: torch.nn.Module | None = None
+             ) -> tuple[dict, np.ndarray | None]:
     """Predict the validation slices; return their loss and ISBI scores, and one prediction.
 
     ``pixel_error``, ``v_rand`` and ``v_info`` are those of the mask exported
-    at ``threshold`` (`pick_threshold`); ``v_rand_max`` and ``v_info_max`` are
-    the challenge's best over `THRESHOLDS`; ``sweep`` lists
+    at ``threshold`` (the config's ``train.threshold``, or `pick_threshold`'s);
+    ``v_rand_max`` and ``v_info_max`` are the challenge's best over `THRESHOLDS`; ``sweep`` lists
     ``[threshold, v_rand, v_info, pixel_error]`` for each of them. Without
-    validation slices a run that started from a model keeps that model's threshold.
+    validation slices a run exports at the config's threshold, or else keeps the
+    threshold of the model it started from. ``model`` defaults to ``setup.model``.
     """
     if not setup.val_slices:
         return ({} if setup.threshold is None else {"threshold": setup.threshold}), None
     t, z = setup.config.train, setup.val_slices
-    probs = predict_probabilities(setup.model, setup.unit_image[z], setup.normalization,
+    probs = predict_probabilities(model or setup.model, setup.unit_image[z], setup.normalization,
                                   tile=t.tile, batch_size=max(1, t.batch_size),
                                   device=setup.device, autocast_dtype=setup.amp)
     labels, weights = setup.labels[z], np.stack([setup.weights[i] for i in z])
     p_true = np.where(class_targets(labels) == 1, probs, 1.0 - probs)
     ce = -np.log(np.clip(p_true, 1e-7, 1.0))
     record = {"val_loss": float((weights * ce).sum() / max(1, np.count_nonzero(weights)))}
-    sweep = evaluate_thresholds(probs, labels, THRESHOLDS)
-    chosen = pick_threshold(sweep["per_threshold"])
+    fixed = t.threshold
+    sweep = evaluate_thresholds(probs, labels, sorted({*THRESHOLDS, *([fixed] if fixed else [])}))
+    chosen = (pick_threshold(sweep["per_threshold"]) if fixed is None
+              else next(s for s in sweep["per_threshold"] if s["threshold"] == fixed))
     record.update({k: chosen[k] for k in ("pixel_error", "v_rand", "v_info", "threshold")},
                   v_rand_max=sweep["v_rand_max"], v_info_max=sweep["v_info_max"],
                   sweep=[[s["threshold"], s["v_rand"], s["v_info"], s["pixel_error"]]
@@ -356,6 +377,9 @@ class _Run:
         self.total_steps = self.steps_per_epoch * t.epochs
         self.optimizer, self.scheduler = make_optimizer(setup.model, setup.config,
                                                         self.total_steps)
+        self.ema = (torch.optim.swa_utils.AveragedModel(
+            setup.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema),
+            use_buffers=True) if t.ema else None)
         self.best: ModelFile = self.model_file(with_state=False)
         self.last_save = time.monotonic()
         self.monitor = t.monitor if setup.val_slices else "train_loss"
@@ -370,10 +394,21 @@ class _Run:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "torch_rng": torch.get_rng_state(),
+                "weights": _cpu_copy(s.model.state_dict()),
+                "ema": self.ema.state_dict() if self.ema else None,
             }
-        state_dict = copy.deepcopy({k: v.detach().cpu() for k, v in s.model.state_dict().items()})
+        state_dict = _cpu_copy(self.evaluated.state_dict())
         return ModelFile(s.config, s.normalization, state_dict, list(self.state.history),
                          training_state)
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The network that is validated and saved: the averaged one with ``ema``."""
+        return self.ema.module if self.ema else self.setup.model
+
+    def update_average(self) -> None:
+        if self.ema:
+            self.ema.update_parameters(self.setup.model)
 
     def restore(self, training_state: dict) -> None:
         names = {f.name for f in dataclasses.fields(_State)}
@@ -382,6 +417,10 @@ class _Run:
         if self.scheduler and training_state.get("scheduler"):
             self.scheduler.load_state_dict(training_state["scheduler"])
         torch.set_rng_state(training_state["torch_rng"])
+        if training_state.get("weights") is not None:  # the trained (not averaged) weights
+            self.setup.model.load_state_dict(training_state["weights"])
+        if self.ema and training_state.get("ema") is not None:
+            self.ema.load_state_dict(training_state["ema"])
 
     def save_last(self) -> None:
         if self.output:
@@ -504,8 +543,12 @@ def _loop(run: _Run) -> Generator[Progress, None, str]:
                     f"loss became {loss} at step {st.step + 1}: lower the learning rate "
                     f"(now {t.lr}); the best model so far is kept ({run.output or 'in memory'})"
                 )
-            if isinstance(run.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-                run.scheduler.step()
+            run.update_average()
+            if t.schedule == "cosine":
+                progress = run_progress(st.step + 1, run.total_steps,
+                                        time.monotonic() - start_time, t.minutes)
+                for group in run.optimizer.param_groups:
+                    group["lr"] = cosine_lr(t.lr, progress)
             st.position += tiles
             st.step += 1
             st.epoch_loss_sum += loss
@@ -524,7 +567,7 @@ def _loop(run: _Run) -> Generator[Progress, None, str]:
             st.epoch, st.position, st.epoch_loss_sum, st.epoch_updates = st.epoch + 1, 0, 0.0, 0
             if st.epoch % t.val_every and st.epoch < t.epochs:
                 continue
-        record, preview = validate(setup)
+        record, preview = validate(setup, run.evaluated)
         record = {"epoch": st.epoch, "step": st.step, "train_loss": train_loss, **record,
                   "lr": run.optimizer.param_groups[0]["lr"],
                   "seconds": time.monotonic() - start_time}
@@ -566,6 +609,10 @@ def update(setup: Setup, optimizer, batches) -> tuple[float, int]:
         parts += 1
     optimizer.step()
     return total / max(1, parts), tiles
+
+
+def _cpu_copy(state_dict: dict) -> dict:
+    return copy.deepcopy({k: v.detach().cpu() for k, v in state_dict.items()})
 
 
 def _eta(run: _Run, start_time: float, start_step: int) -> float | None:

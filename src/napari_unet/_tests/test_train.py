@@ -199,3 +199,18 @@ def test_fine_tuning_without_validation_keeps_the_threshold(isbi_small, tiny_con
     scratch = drain(train(image, labels, config, output=tmp_path / "s.pt"))
     assert "threshold" not in scratch.history[-1]
     assert load_model(tmp_path / "s.pt").threshold == 0.5
+
+
+def test_a_fixed_threshold_is_the_exported_one(isbi_small, tiny_config, tmp_path, model_path):
+    image, labels = isbi_small
+    config = tiny_config.replace(train={"threshold": 0.45, "epochs": 1})
+    _, result = events(train(image, labels, config, output=tmp_path / "m.pt"))
+    record = result.history[-1]
+    assert record["threshold"] == 0.45 and load_model(tmp_path / "m.pt").threshold == 0.45
+    assert [row[0] for row in record["sweep"]] == sorted([*THRESHOLDS, 0.45])
+    at = next(row for row in record["sweep"] if row[0] == 0.45)
+    assert at[1:] == [record["v_rand"], record["v_info"], record["pixel_error"]]
+    # without validation, a fine-tuned model exports at the config's threshold, not its init's
+    config = config.replace(train={"val_slices": ()})
+    drain(train(image, labels, config, output=tmp_path / "f.pt", init=model_path))
+    assert load_model(tmp_path / "f.pt").threshold == 0.45

@@ -201,8 +201,12 @@ def test_presets_fill_the_form_and_the_previews_follow(widget):
     config = widget.form.config(base=session(viewer).training_base())
     assert (config.model.base_channels, config.model.padding, config.model.batch_norm,
             config.train.tile, config.train.batch_size) == (16, "same", True, 192, 4)
-    assert config.augment.elastic_p == 0.0 and config.weights.w0 == 10.0
-    assert weights.w0.value == 10.0  # the preview shows the preset's weight map
+    assert config.augment.elastic_p == 0.0 and config.train.threshold == 0.5
+    assert (config.weights.w0, config.weights.balance, config.weights.membrane_weight) == (
+        0.0, False, 2.0)
+    # the preview shows the preset's weight map
+    assert (weights.w0.value, weights.balance.value, weights.membrane_weight.value) == (
+        0.0, False, 2.0)
     widget.form.depth.value = 3  # a field overrides the preset
     assert widget.form.config().model.depth == 3
 

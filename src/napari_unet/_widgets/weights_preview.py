@@ -271,8 +271,8 @@ class FollowsLabels:
 class WeightsPreview(FollowsLabels, Container):
     """Show the weight map of the current slice as an image layer, live.
 
-    The map is eq. 2 of Ronneberger et al. (2015) with the w0, sigma and
-    balance set here (`WeightConfig`), computed from the labels of the slice
+    The map is eq. 2 of Ronneberger et al. (2015) with the w0, sigma,
+    balance and membrane factor set here (`WeightConfig`), computed from the labels of the slice
     the viewer shows. It follows the slice slider, the controls and edits of
     the labels, 50 ms after the last change, and is never recomputed for an
     unchanged slice, configuration and labels.
@@ -290,18 +290,22 @@ class WeightsPreview(FollowsLabels, Container):
         self.sigma = FloatSlider(label="sigma (px)", min=0.5, max=20.0, step=0.5,
                                  value=shared.sigma)
         self.balance = CheckBox(text="balance classes", value=shared.balance)
+        self.membrane_weight = FloatSlider(label="membrane x", min=0.5, max=10.0, step=0.5,
+                                           value=shared.membrane_weight)
+        self.membrane_weight.tooltip = "A factor on the membrane pixels' weight (1: the paper's)"
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
         super().__init__(widgets=[self.image_layer, self.labels_layer, self.w0, self.sigma,
-                                  self.balance, self.status])
+                                  self.balance, self.membrane_weight, self.status])
         self._timer = QTimer(self.native)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self.refresh)
         self.reset_choices()
-        for control in (self.image_layer, self.labels_layer, self.w0, self.sigma, self.balance):
+        controls = (self.w0, self.sigma, self.balance, self.membrane_weight)
+        for control in (self.image_layer, self.labels_layer, *controls):
             control.changed.connect(self._schedule)
-        for control in (self.w0, self.sigma, self.balance):
+        for control in controls:
             control.changed.connect(self._share)
         self.labels_layer.changed.connect(self._watch)
         session(viewer).settings_changed.connect(self._follow_session)
@@ -319,7 +323,8 @@ class WeightsPreview(FollowsLabels, Container):
     def config(self) -> WeightConfig:
         """The weight map settings of the controls (raises InputError when invalid)."""
         return replace(session(self._viewer).weights, w0=float(self.w0.value),
-                       sigma=float(self.sigma.value), balance=bool(self.balance.value))
+                       sigma=float(self.sigma.value), balance=bool(self.balance.value),
+                       membrane_weight=float(self.membrane_weight.value))
 
     def reset_choices(self, *_):
         """Refresh the layer lists (napari calls this when layers change)."""
@@ -342,6 +347,7 @@ class WeightsPreview(FollowsLabels, Container):
         with self._following_session():
             self.w0.value, self.sigma.value = shared.w0, shared.sigma
             self.balance.value = shared.balance
+            self.membrane_weight.value = shared.membrane_weight
 
     def refresh(self):
         """Show the weight map of the current slice; no work when nothing changed."""
