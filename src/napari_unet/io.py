@@ -148,6 +148,70 @@ def write_tiff(
         tmp, data, metadata=meta, compression="zlib", photometric="minisblack"))
 
 
+def overlap(a: str | os.PathLike, b: str | os.PathLike) -> str | None:
+    """Say how two paths share data: ``'is'``, ``'is inside'``, ``'holds'``, or None.
+
+    Links are followed, so a path and a symbolic link to it, or two hard links
+    to one file, are the same; a folder (a zarr array, say) holds what lies in it.
+
+    Parameters
+    ----------
+    a, b : str or PathLike
+
+    Returns
+    -------
+    relation : str or None
+        ``'is'`` when they name the same file or folder, ``'is inside'`` when ``a``
+        lies in the folder ``b``, ``'holds'`` when ``b`` lies in the folder ``a``.
+    """
+    a, b = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        if a.exists() and b.exists() and os.path.samefile(a, b):
+            return "is"
+    except OSError:
+        pass
+    a, b = a.resolve(), b.resolve()
+    if a == b:
+        return "is"
+    if b in a.parents:
+        return "is inside"
+    if a in b.parents:
+        return "holds"
+    return None
+
+
+def check_not_inputs(outputs: dict[str, os.PathLike], inputs: dict[str, os.PathLike]) -> None:
+    """Refuse outputs that would write over an input or over each other.
+
+    Overwriting permission never covers this: an input is never replaced.
+
+    Parameters
+    ----------
+    outputs, inputs : dict of str to path
+        How messages name each path (``'-o'``, ``'the image'``) and the path.
+
+    Raises
+    ------
+    InputError
+        Naming the first output that is, holds or lies inside an input, or two
+        outputs that are the same file.
+    """
+    for out_name, out in outputs.items():
+        for in_name, source in inputs.items():
+            relation = overlap(out, source)
+            if relation:
+                shown = "" if str(out) == str(source) else f" {source}"
+                raise InputError(f"{out_name} {out} {relation} {in_name}{shown}: an input is "
+                                 "never replaced, even when overwriting is allowed; choose "
+                                 "another name")
+    names = list(outputs)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            if overlap(outputs[first], outputs[second]):
+                raise InputError(f"{first} and {second} both name {outputs[first]}; give each "
+                                 "output its own name")
+
+
 def atomic_write(path: Path, write) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
 
@@ -316,10 +380,14 @@ def check_export(kind: str, data: np.ndarray) -> np.ndarray:
 
 
 def cell_label_array(labels: np.ndarray) -> np.ndarray:
-    """Cell instance labels in the smallest unsigned dtype that holds them (0 = background)."""
+    """Cell instance labels in the smallest unsigned dtype that holds them (0 = background).
+
+    uint8 up to 255 cells, uint16 up to 65535, else uint32 (uint64 beyond).
+    """
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
         raise InputError(f"cell labels must be non-negative integers, got {labels.dtype}")
     top = int(labels.max()) if labels.size else 0
-    dtype = np.uint16 if top < 2**16 else np.uint32
+    dtype = next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64)
+                 if top <= np.iinfo(t).max)
     return labels.astype(dtype, copy=False)

@@ -53,6 +53,27 @@ class PredictProgress:
     total: int
 
 
+def output_tile(model: UNet, tile: int) -> int:
+    """Return the output tile side `predict` uses when asked for ``tile``.
+
+    The network's output for the smallest input covering ``tile`` (`TilePlan`),
+    cut down to the poolings' grid (multiples of ``2**(depth - 1)``), where every
+    tile starts.
+
+    Parameters
+    ----------
+    model : UNet
+    tile : int
+        Requested output tile side, >= 1.
+
+    Returns
+    -------
+    side : int
+    """
+    step = 2 ** (model.depth - 1)
+    return max(step, TilePlan.for_model(model, tile).output // step * step)
+
+
 def tile_origins(length: int, tile: int) -> list[int]:
     """Origins of output tiles that cover ``length`` pixels: multiples of ``tile``.
 
@@ -127,8 +148,7 @@ def predict(
     stack = unit_image[None] if unit_image.ndim == 2 else unit_image
     plan = TilePlan.for_model(model, tile)
     height, width = stack.shape[1:]
-    step = 2 ** (model.depth - 1)  # the poolings' grid: tiles start on it
-    out_tile = max(step, plan.output // step * step)
+    out_tile = output_tile(model, tile)  # on the poolings' grid: tiles start on it
     rows, cols = tile_origins(height, out_tile), tile_origins(width, out_tile)
     jobs = [(z, y, x) for z in range(len(stack)) for y in rows for x in cols]
     result = np.zeros(stack.shape, dtype=np.float32)

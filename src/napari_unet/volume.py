@@ -66,8 +66,9 @@ from .checkpoint import load_model
 from .checkpoint import model_path as checkpoint_path
 from .data import Normalization, mirror_indices
 from .errors import InputError
+from .io import overlap
 from .model import UNet
-from .predict import TilePlan, _forward
+from .predict import TilePlan, _forward, output_tile
 
 DEFAULT_BLOCK = (1, 1024, 1024)
 """Slices, rows and columns of a block (and of an output chunk)."""
@@ -301,8 +302,7 @@ def plan_blocks(shape: tuple[int, int, int], block: tuple[int, int, int], model:
     blocks : list of Block
     """
     align = 2 ** (model.depth - 1)
-    largest = TilePlan.for_model(model, tile).output
-    tile = max(align, largest - largest % align)
+    tile = output_tile(model, tile)
     depth, height, width = shape
     cover = functools.partial(AxisTiles.cover, tile=tile, align=align, model=model)
     rows = [cover(y, min(y + block[1], height)) for y in range(0, height, block[1])]
@@ -478,7 +478,7 @@ def predict_volume(
         run = _run_local if client is None else functools.partial(_run_distributed, client)
         for done in run(stack, task, blocks):
             yield VolumeProgress(done, len(blocks))
-        _publish(staging, output)
+        publish(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return output
@@ -493,12 +493,13 @@ def _check_options(*, tile: int, batch_size: int, block) -> None:
 
 
 def _check_output(output: Path, *, source, overwrite: bool) -> Path:
+    relation = overlap(output, source) if isinstance(source, str | os.PathLike) else None
+    if relation:  # even with overwrite: an input is never replaced
+        raise InputError(f"{output} {relation} the input {source}; choose another output")
     if output.exists() and not overwrite:
         raise InputError(f"{output} exists; choose another name or allow overwriting")
     if not output.parent.is_dir():
         raise InputError(f"{output.parent}: no such folder")
-    if isinstance(source, str | os.PathLike) and Path(source).resolve() == output.resolve():
-        raise InputError(f"{output} is the input; choose another output")
     return output
 
 
@@ -509,13 +510,38 @@ def _create_output(path: Path, shape: tuple[int, ...], block, model_path: Path) 
                                                   "model": str(model_path)}})
 
 
-def _publish(staging: Path, output: Path) -> None:
-    """Move the finished output into place, replacing what was there."""
-    if output.is_dir() and not output.is_symlink():
-        shutil.rmtree(output)
-    elif output.exists() or output.is_symlink():
-        output.unlink()
-    os.replace(staging, output)
+def publish(staging: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """Move a finished output (a file or a zarr folder) into place, replacing what was there.
+
+    A folder cannot replace another in one step, so the old output is first
+    renamed into a hidden folder beside it and deleted only once the new one is
+    in place: a run killed in between leaves the old output in that hidden
+    folder, never half of either.
+
+    Parameters
+    ----------
+    staging : str or PathLike
+        The complete new output, in the same folder (file system) as ``output``.
+    output : str or PathLike
+
+    Returns
+    -------
+    output : Path
+    """
+    staging, output = Path(staging), Path(output)
+    if not (output.exists() or output.is_symlink()):
+        os.replace(staging, output)
+        return output
+    aside = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".old", dir=output.parent))
+    os.replace(output, aside / output.name)
+    try:
+        os.replace(staging, output)
+    except OSError:
+        os.replace(aside / output.name, output)  # the old output back where it was
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+    return output
 
 
 def threshold_volume(probabilities: str | os.PathLike, output: str | os.PathLike, *,

@@ -6,7 +6,16 @@ import pytest
 import tifffile
 
 from napari_unet.errors import InputError
-from napari_unet.io import MASK_KEY, read_image, read_labels, write_mask, write_tiff
+from napari_unet.io import (
+    MASK_KEY,
+    cell_label_array,
+    check_not_inputs,
+    overlap,
+    read_image,
+    read_labels,
+    write_mask,
+    write_tiff,
+)
 
 ANNOTATION = np.array([[[1, 2], [2, 1]], [[2, 2], [1, 1]]], dtype=np.uint8)
 
@@ -94,3 +103,39 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize(("top", "dtype"), [(0, np.uint8), (255, np.uint8), (256, np.uint16),
+                                            (65535, np.uint16), (65536, np.uint32)])
+def test_cell_labels_take_the_smallest_dtype_that_holds_them(top, dtype):
+    labels = np.array([[0, top]], dtype=np.int64)
+    cells = cell_label_array(labels)
+    assert cells.dtype == dtype
+    np.testing.assert_array_equal(cells, labels)
+
+
+def test_overlap_follows_links_and_folders(tmp_path):
+    image = tmp_path / "im.tif"
+    image.write_bytes(b"image")
+    (tmp_path / "soft.tif").symlink_to(image)
+    os.link(image, tmp_path / "hard.tif")
+    volume = tmp_path / "v.zarr"
+    volume.mkdir()
+    assert overlap(image, tmp_path / "sub" / ".." / "im.tif") == "is"
+    assert overlap(tmp_path / "soft.tif", image) == "is"
+    assert overlap(tmp_path / "hard.tif", image) == "is"
+    assert overlap(volume / "mask.zarr", volume) == "is inside"
+    assert overlap(volume, volume / "0") == "holds"
+    assert overlap(tmp_path / "other.tif", image) is None
+    assert overlap(tmp_path / "v.zarr.old", volume) is None
+
+
+def test_check_not_inputs_names_the_clash(tmp_path):
+    image = tmp_path / "im.tif"
+    image.write_bytes(b"image")
+    with pytest.raises(InputError, match=r"^-o .*im\.tif is the image: an input is never"):
+        check_not_inputs({"-o": image}, {"the image": image})
+    with pytest.raises(InputError, match="-o and --probabilities both name"):
+        check_not_inputs({"-o": tmp_path / "a.tif", "--probabilities": tmp_path / "a.tif"},
+                         {"the image": image})
+    check_not_inputs({"-o": tmp_path / "a.tif"}, {"the image": image})  # no clash

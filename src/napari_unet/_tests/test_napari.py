@@ -67,6 +67,26 @@ def test_writer_round_trip_and_no_overwrite(make_napari_viewer, tmp_path):
     np.testing.assert_array_equal(reopened.data, np.where(labels == 1, 1, 2))
 
 
+@pytest.mark.parametrize("through", ["same path", "symbolic link", "hard link"])
+def test_writers_never_replace_the_file_a_layer_came_from(make_napari_viewer, tmp_path,
+                                                          through):
+    path = tmp_path / "labels.tif"
+    tifffile.imwrite(path, np.array([[[0, 255], [255, 0]]], np.uint8))
+    before = path.read_bytes()
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(path, plugin=PLUGIN)
+    layer.data = np.full_like(layer.data, 1)  # painted over, then saved "in place"
+    target = {"same path": path, "symbolic link": tmp_path / "link.tif",
+              "hard link": tmp_path / "hard.tif"}[through]
+    if through == "symbolic link":
+        target.symlink_to(path)
+    elif through == "hard link":
+        os.link(path, target)
+    with pytest.raises(OSError, match="exists; choose another name"):
+        viewer.layers.save(str(target), plugin=PLUGIN)
+    assert path.read_bytes() == before and target.read_bytes() == before
+
+
 def test_probabilities_and_cells_save_through_the_writers(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     prob = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)

@@ -142,6 +142,46 @@ def test_output_may_not_be_the_input(tiny, stack, tmp_path):
                              overwrite=True))
 
 
+def test_output_may_not_hold_the_input(tiny, stack, tmp_path):
+    group = zarr.open_group(str(tmp_path / "in.zarr"), mode="w")
+    group.create_array("0", shape=stack.shape, dtype=stack.dtype)[:] = stack
+    with pytest.raises(InputError, match="holds the input"):
+        drain(predict_volume(tiny[0], tmp_path / "in.zarr" / "0", tmp_path / "in.zarr",
+                             overwrite=True))
+    assert (tmp_path / "in.zarr" / "0").is_dir()
+
+
+@pytest.mark.parametrize("old", ["folder", "file", None])
+def test_publish_replaces_in_one_move_or_keeps_the_old(tmp_path, monkeypatch, old):
+    output, staging = tmp_path / "p.zarr", tmp_path / ".staging"
+    staging.mkdir()
+    (staging / "new").write_text("new")
+    if old == "folder":
+        output.mkdir()
+        (output / "old").write_text("old")
+    elif old == "file":
+        output.write_text("old")
+    replace = volume.os.replace
+
+    def failing(src, dst):  # the new output cannot move in (a full or read-only folder)
+        if str(src) == str(staging):
+            raise OSError("no space left")
+        replace(src, dst)
+
+    monkeypatch.setattr(volume.os, "replace", failing)
+    with pytest.raises(OSError):
+        volume.publish(staging, output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([".staging"] if old is None else
+                                                          [".staging", "p.zarr"])
+    if old:
+        kept = output / "old" if old == "folder" else output
+        assert kept.read_text() == "old"
+    monkeypatch.setattr(volume.os, "replace", replace)
+    volume.publish(staging, output)
+    assert (output / "new").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["p.zarr"]
+
+
 def test_stopped_run_leaves_nothing(tiny, stack, tmp_path):
     job = predict_volume(tiny[0], stack, tmp_path / "p.zarr", tile=24, block=(1, 64, 64))
     assert next(job) == VolumeProgress(1, 3)

@@ -10,7 +10,7 @@ from napari_unet._widgets.export import ExportWidget
 from napari_unet._widgets.prediction import CELLS, MARK, MASK, PROBABILITY, PredictionWidget
 from napari_unet._widgets.session import session
 from napari_unet.checkpoint import load_model
-from napari_unet.io import read_labels
+from napari_unet.io import read_labels, write_mask
 
 
 @pytest.fixture
@@ -108,3 +108,32 @@ def test_a_wrong_layer_is_refused_before_any_file_is_written(widget, viewer, tmp
     assert widget.errors[-1] == ("probabilities (em): probabilities must be floats in [0, 1], "
                                  "got uint8")
     assert not list(tmp_path.glob("*.tif"))
+
+
+@pytest.mark.parametrize("through", ["same path", "symbolic link"])
+def test_export_never_replaces_a_file_a_layer_came_from(widget, viewer, tmp_path, qtbot,
+                                                        through):
+    source = tmp_path / "em_mask.tif"
+    write_mask(source, viewer.layers[MASK].data)
+    before = source.read_bytes()
+    if through == "symbolic link":  # the export's folder holds a link to the layer's file
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        source = elsewhere / "em_mask.tif"
+        source.write_bytes(before)
+        (tmp_path / "em_mask.tif").unlink()
+        (tmp_path / "em_mask.tif").symlink_to(source)
+    (opened,) = viewer.open(source, plugin="napari-unet-em")
+    opened.data = np.full_like(opened.data, 2)
+    widget.mask.value = opened
+    widget.probabilities.value = widget.cells.value = None
+    widget.overwrite.value = True
+    widget.export()
+    assert not widget.running
+    assert "an input is never replaced, even when overwriting is allowed" in widget.errors[-1]
+    assert f"the file of layer {opened.name!r}" in widget.errors[-1]
+    assert source.read_bytes() == before
+    widget.name.value = "edited"  # another name is fine
+    run_export(widget, qtbot)
+    np.testing.assert_array_equal(read_labels(tmp_path / "edited_mask.tif"), opened.data)
+    assert source.read_bytes() == before

@@ -2,7 +2,8 @@
 
 The files are written by the same functions as the plugin's napari writers
 (`napari_unet.io.write_export`), in the background, and never replace a file
-unless "overwrite" is ticked. Every target is checked before the first is written.
+unless "overwrite" is ticked, nor ever a file a layer was opened from. Every
+target is checked before the first is written.
 """
 
 from pathlib import Path
@@ -15,7 +16,7 @@ from qtpy.QtWidgets import QGroupBox, QLabel, QProgressBar, QPushButton, QVBoxLa
 
 from ..checkpoint import load_model, save_model
 from ..errors import InputError
-from ..io import check_export, export_paths, write_export
+from ..io import check_export, check_not_inputs, export_paths, write_export
 from .prediction import CELLS, MARK, MASK, PROBABILITY
 from .session import is_preview, session
 from .worker import error_message, start_job
@@ -170,8 +171,9 @@ class ExportWidget(QWidget):
             raise InputError("folder: choose where to write the files")
         if Path(self.folder.value) == DEFAULT_FOLDER:
             DEFAULT_FOLDER.mkdir(parents=True, exist_ok=True)
-        paths = export_paths(self.folder.value, self.name.value, layers,
-                             overwrite=self.overwrite.value)
+        paths = export_paths(self.folder.value, self.name.value, layers, overwrite=True)
+        check_not_inputs(paths, self._sources())  # before "exists", so as not to suggest it
+        export_paths(self.folder.value, self.name.value, layers, overwrite=self.overwrite.value)
         items = []
         for kind, layer in layers.items():
             data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
@@ -180,6 +182,11 @@ class ExportWidget(QWidget):
             except InputError as err:
                 raise InputError(f"{kind} ({layer.name}): {err}") from None
         return items
+
+    def _sources(self) -> dict[str, Path]:
+        """Return the files (or zarr folders) the layers were opened from, by layer."""
+        return {f"the file of layer {layer.name!r}": Path(layer.source.path)
+                for layer in self._viewer.layers if layer.source.path}
 
     def _on_progress(self, step) -> None:
         done, total = step
