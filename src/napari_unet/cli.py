@@ -1,7 +1,9 @@
 """The ``napari-unet`` command line.
 
-Every subcommand exits with 0 on success and 2 with a one-line message on a user
-mistake (`InputError`), never with a raw traceback.
+Every subcommand exits with 0 on success, 2 with a one-line message on a user
+mistake (`InputError`), 1 with a one-line message on any other error, 130 when
+interrupted and 141 when the reader of its output went away; never with a raw
+traceback.
 """
 
 import argparse
@@ -69,21 +71,66 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG = "NAPARI_UNET_DEBUG"
+"""Environment variable: set to 1, unexpected errors show their traceback."""
+
+BROKEN_PIPE = 141
+"""Exit code when the reader of the output went away (``... | head``): 128 + SIGPIPE."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except BrokenPipeError:
+        _drop_stdout()
+        return BROKEN_PIPE
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    name = f"napari-unet {args.command}"
     try:
         return args.run(args)
     except InputError as err:
-        print(f"napari-unet {args.command}: error: {err}", file=sys.stderr)
+        print(f"{name}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"napari-unet {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise
+    except Exception as err:  # a bug or the machine (memory, disk): one line, not a traceback
+        if os.environ.get(DEBUG) == "1":
+            raise
+        print(f"{name}: error: {_describe(err)} (set {DEBUG}=1 to see where)", file=sys.stderr)
+        return 1
+
+
+def _describe(err: Exception) -> str:
+    training_error = getattr(sys.modules.get("napari_unet.train"), "TrainingError", ())
+    if isinstance(err, training_error):  # says what to do already
+        return str(err)
+    if isinstance(err, MemoryError):
+        return "out of memory"
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test's capture)
+        pass
 
 
 if __name__ == "__main__":

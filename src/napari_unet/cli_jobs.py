@@ -6,7 +6,9 @@ terminal progress bar.
 """
 
 import argparse
+import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -45,7 +47,8 @@ CONFIG_FLAGS = [
     ("--device", "train", "device", str, "auto (CUDA, then MPS, then CPU), cpu, cuda, mps"),
     ("--precision", "train", "precision", str, "auto (bf16 on CUDA), float32, bfloat16, float16"),
     ("--seed", "train", "seed", int, "seed of sampling, augmentation and initialisation"),
-    ("--tile", "train", "tile", int, "output tile side in pixels (paper 388, cpu 192)"),
+    ("--tile", "train", "tile", int, "output tile side in pixels (paper 388, cpu 192); "
+     "rounded up to a side the network can use, with a notice"),
     ("--batch-size", "train", "batch_size", int, "tiles per step (paper 1, cpu 4)"),
     ("--accumulate", "train", "accumulate", int, "steps per optimizer update"),
     ("--optimizer", "train", "optimizer", str, "sgd (paper, momentum 0.99) or adam (cpu)"),
@@ -72,8 +75,17 @@ CONFIG_FLAGS = [
 ]
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Add ``--preset``, ``--config`` and every config flag (all default to 'not given')."""
+TRAIN_ONLY = {"epochs", "minutes", "samples_per_epoch", "lr", "schedule", "patience", "monitor",
+              "threshold"}
+"""Config flags of ``train`` alone: how long to train, what to validate, the learning
+rate ``lr-find`` sweeps over."""
+
+
+def add_config_flags(parser: argparse.ArgumentParser, *, training: bool = True) -> None:
+    """Add ``--preset``, ``--config`` and the config flags (all default to 'not given').
+
+    Without ``training``, the flags of `TRAIN_ONLY` and ``--val-slices`` are left out.
+    """
     from .config import PRESET_HELP
 
     parser.add_argument(
@@ -82,11 +94,14 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
              "; ".join(f"{name}: {text}" for name, text in PRESET_HELP.items()) +
              ". --config and flags override it")
     parser.add_argument("--config", metavar="FILE", help="settings as JSON or YAML; flags win")
-    parser.add_argument("--val-slices", metavar="LIST",
-                        help="comma-separated validation slice indices, e.g. 5,15,25; none: no "
-                        "validation")
+    if training:
+        parser.add_argument("--val-slices", metavar="LIST",
+                            help="comma-separated validation slice indices, e.g. 5,15,25; none: "
+                            "no validation")
     for flag, _, name, kind, text in CONFIG_FLAGS:
-        parser.add_argument(flag, dest=f"cfg_{name}", type=kind, metavar=name.upper(), help=text)
+        if training or name not in TRAIN_ONLY:
+            parser.add_argument(flag, dest=f"cfg_{name}", type=kind, metavar=name.upper(),
+                                help=text)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -98,13 +113,71 @@ def config_from_args(args: argparse.Namespace):
         config = load_config(args.config, base=config)
     sections: dict[str, dict] = {}
     for _, section, name, _, _ in CONFIG_FLAGS:
-        value = getattr(args, f"cfg_{name}")
+        value = getattr(args, f"cfg_{name}", None)
         if value is not None:
             sections.setdefault(section, {})[name] = None if value == AUTO else value
-    if args.val_slices is not None:
+    if getattr(args, "val_slices", None) is not None:
         sections.setdefault("train", {})["val_slices"] = parse_slices(args.val_slices,
                                                                     what="--val-slices")
     return config.replace(**sections)
+
+
+MIN_SIDE = 8
+"""Smallest slice side (pixels) that trains; smaller slices hold too little to learn from."""
+
+
+def tile_notice(requested: int, used: int, depth: int, padding: str) -> None:
+    """Say in one line (on stderr) that a tile side was rounded to one the network can use."""
+    print(f"note: tile {requested} rounded to {used}, a tile side that a depth-{depth} U-Net "
+          f"with {padding} padding can use", file=sys.stderr)
+
+
+def fit_tile(config, shape: tuple[int, ...]):
+    """Round the training tile to one the network can use and warn about small slices.
+
+    A tile the network cannot use is rounded up to the next one it can (with a
+    `tile_notice`). Slices smaller than one training tile, or than the smallest
+    input the network takes, still train: their tiles are filled by mirroring the
+    slice (the paper's Fig. 2), which a one-line warning says. Slices under
+    `MIN_SIDE` pixels a side are refused.
+
+    Parameters
+    ----------
+    config : Config
+        With the network that will train (an ``--init`` model's, say).
+    shape : tuple of int
+        The image's shape; its last two axes are a slice.
+
+    Returns
+    -------
+    config : Config
+        With the tile that is used.
+
+    Raises
+    ------
+    InputError
+        For slices under `MIN_SIDE` pixels a side.
+    """
+    from .model import input_size_for, output_size
+
+    m, tile = config.model, config.train.tile
+    used = output_size(input_size_for(tile, depth=m.depth, padding=m.padding), depth=m.depth,
+                       padding=m.padding)
+    if used != tile:
+        tile_notice(tile, used, m.depth, m.padding)
+        config = config.replace(train={"tile": used})
+    smallest = input_size_for(1, depth=m.depth, padding=m.padding)
+    height, width = shape[-2:]
+    if min(height, width) < MIN_SIDE:
+        raise InputError(f"image slices of {height}x{width} px are too small to train on "
+                         f"(at least {MIN_SIDE} px a side)")
+    if min(height, width) < max(used, smallest):
+        what = (f"one training tile ({used} px)" if used >= smallest else
+                f"one network input ({smallest} px for a depth-{m.depth} U-Net with "
+                f"{m.padding} padding)")
+        print(f"warning: slices of {height}x{width} px are smaller than {what}; training "
+              "fills its tiles by mirroring the slice", file=sys.stderr)
+    return config
 
 
 def read_pair(images: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
@@ -122,9 +195,12 @@ def progress_bar(total: int, unit: str):
     return tqdm(total=total, unit=unit, dynamic_ncols=True, leave=True, bar_format=fmt)
 
 
-def _format(record: dict) -> str:
+def _format(record: dict, *, final: bool = False) -> str:
+    """One validation line; ``final``: the closing one after the time budget, mid-epoch."""
     keys = ("train_loss", "val_loss", "pixel_error", "v_rand", "v_info")
     shown = ", ".join(f"{k} {record[k]:.4f}" for k in keys if record.get(k) is not None)
+    if final:
+        return f"final validation (time budget, step {record['step']}): {shown}"
     return f"epoch {record['epoch']}: {shown}"
 
 
@@ -144,6 +220,7 @@ class TrainBar:
 
     def __init__(self, minutes: float | None):
         self.minutes, self.bar, self.started = minutes, None, 0.0
+        self.epoch = None  # of the last step: a validation in the same epoch closes the run
 
     def show(self, progress) -> None:
         """Show one `Progress` record: the start line, a validation line, or the bar."""
@@ -159,8 +236,10 @@ class TrainBar:
                 self.bar.update(progress.step)
             return
         if progress.event is Event.VALIDATION:
-            self.bar.write(_format(progress.metrics))
+            # A whole epoch's validation counts it; the time budget's comes mid-epoch.
+            self.bar.write(_format(progress.metrics, final=progress.epoch == self.epoch))
             return
+        self.epoch = progress.epoch
         done = (min(time.monotonic() - self.started, 60 * self.minutes)
                 if self.minutes is not None else progress.step)
         self.bar.update(round(done) - self.bar.n)
@@ -177,19 +256,22 @@ class TrainBar:
 
 def run_train(args: argparse.Namespace) -> int:
     """``napari-unet train``: train and save the best and the last model."""
+    from .checkpoint import load_model
     from .config import resolve_preset
     from .train import TrainingError, last_path_for, train
 
-    output = Path(args.output)
-    if output.exists() and not (args.resume or args.overwrite):
-        raise InputError(f"{output} exists; use --resume to continue it or --overwrite to "
-                         "replace it")
+    output = check_model_output(args)
     resume = last_path_for(output) if args.resume else None
     if resume is not None and not resume.is_file():
         raise InputError(f"--resume: {resume} (the last model of {output}) does not exist")
     config = config_from_args(args)
     image, labels = read_pair(args.images, args.labels)
-    if not resume:
+    if resume:  # the run goes on with its own settings
+        fit_tile(load_model(resume).config, image.shape)
+    else:
+        trains = config if not args.init else dataclasses.replace(
+            config, model=load_model(args.init).config.model)  # the --init model's network
+        config = config.replace(train={"tile": fit_tile(trains, image.shape).train.tile})
         preset = resolve_preset(args.preset, args.cfg_device or "auto")
         network = f"; the network of {args.init}" if args.init else ""
         print(f"preset {preset}: {describe_config(config)}{network}")
@@ -217,6 +299,45 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"stopped after {result.reason}: best model {result.best_path}, last model "
           f"{result.last_path}")
     return 0
+
+
+def check_model_output(args: argparse.Namespace) -> Path:
+    """Check ``train -o`` before any work: never an input, never another run's files.
+
+    The model and its ``.last`` sibling may be neither the images, the labels,
+    the ``--init`` model nor the ``--config`` file, even with ``--overwrite``;
+    an existing one needs ``--resume`` (which continues the ``.last`` file, by
+    design) or ``--overwrite``.
+
+    Returns
+    -------
+    output : Path
+    """
+    from .checkpoint import is_bundled, model_path
+    from .io import check_not_inputs
+    from .train import last_path_for
+
+    output = Path(args.output)
+    last = last_path_for(output)
+    inputs = {"the image file": Path(args.images), "the label file": Path(args.labels)}
+    if args.init:
+        inputs["the --init model"] = model_path(args.init)
+    if args.config:
+        inputs["the --config file"] = Path(args.config)
+    check_not_inputs({"-o": output, "the last model of -o,": last}, inputs)
+    if is_bundled(output) or is_bundled(last):
+        raise InputError(f"-o {output} is a model installed with napari-unet; choose another "
+                         "name")
+    if output.is_dir():
+        raise InputError(f"-o {output} is a folder; name the model file, e.g. "
+                         f"{output / 'model.pt'}")
+    if not output.parent.is_dir():
+        raise InputError(f"{output.parent}: no such folder")
+    existing = [path for path in (output, last) if path.exists()]
+    if existing and not (args.resume or args.overwrite):
+        raise InputError(f"{existing[0]} exists; use --resume to continue it or --overwrite to "
+                         "replace it")
+    return output
 
 
 def describe_config(config) -> str:
@@ -255,6 +376,7 @@ def run_lr_find(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     image, labels = read_pair(args.images, args.labels)
+    config = fit_tile(config, image.shape)
     sweep = lr_find(image, labels, config, start=args.start, end=args.end, steps=args.steps)
     bar = progress_bar(args.steps, "lr")
     while True:
@@ -304,8 +426,43 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                                    "v_info_max", "v_info_threshold")})
     if not args.per_slice:
         scores.pop("per_slice", None)
-    print(json.dumps(scores, indent=2))
+    print(scores_table(scores) if args.format == "table" else scores_json(scores))
     return 0
+
+
+def scores_json(scores: dict) -> str:
+    """JSON with one score per line, lists on one line and one line per slice's scores."""
+    def value(item) -> str:
+        if isinstance(item, list) and item and all(isinstance(v, dict) for v in item):
+            return "[\n" + ",\n".join(f"    {json.dumps(v)}" for v in item) + "\n  ]"
+        return json.dumps(item)
+
+    lines = [f"  {json.dumps(key)}: {value(item)}" for key, item in scores.items()]
+    return "{\n" + ",\n".join(lines) + "\n}"
+
+
+def scores_table(scores: dict) -> str:
+    """Lay the scores out as text: one score per row, then one row per slice."""
+    from .train import format_slices
+
+    def cell(item) -> str:
+        return f"{item:.4f}" if isinstance(item, float) else str(item)
+
+    summary = {key: cell(item) for key, item in scores.items() if key != "per_slice"}
+    if "slices" in summary:
+        summary["slices"] = format_slices(scores["slices"])
+    width = max(map(len, summary), default=0)
+    lines = [f"{key:<{width}}  {text:>8}" for key, text in summary.items()]
+    rows = scores.get("per_slice") or []
+    if rows:
+        columns = list(rows[0])
+        widths = [max(len(name), 6) for name in columns]
+        lines.append("")
+        lines.append("  ".join(f"{name:>{w}}" for name, w in zip(columns, widths, strict=True)))
+        lines += ["  ".join(f"{cell(row[name]):>{w}}" for name, w in zip(columns, widths,
+                                                                           strict=True))
+                  for row in rows]
+    return "\n".join(lines)
 
 
 def add_jobs(jobs) -> None:
@@ -317,11 +474,13 @@ def add_jobs(jobs) -> None:
     )
     train.add_argument("images", help="TIFF image, (Y, X) or (Z, Y, X)")
     train.add_argument("labels", help="TIFF labels: 0/1/2 annotation or 0/255 ISBI convention")
-    train.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file")
+    train.add_argument("-o", "--output", required=True, metavar="MODEL",
+                       help="model file (never one of the inputs)")
     train.add_argument("--resume", action="store_true", help="continue MODEL's last model")
     train.add_argument("--init", metavar="MODEL", help="start from this model's weights (a "
                        "file, or isbi2012: the bundled ISBI 2012 model)")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing MODEL")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace an existing MODEL and its last model")
     add_config_flags(train)
     train.set_defaults(run=run_train)
 
@@ -330,24 +489,27 @@ def add_jobs(jobs) -> None:
         description="Sweep the learning rate exponentially, one update per rate, and print the "
         "loss curve with a suggested rate.",
     )
-    lr.add_argument("images")
-    lr.add_argument("labels")
+    lr.add_argument("images", help="TIFF image, (Y, X) or (Z, Y, X)")
+    lr.add_argument("labels", help="TIFF labels: 0/1/2 annotation or 0/255 ISBI convention")
     lr.add_argument("--start", type=float, default=1e-6, help="first rate (1e-6)")
     lr.add_argument("--end", type=float, default=10.0, help="last rate (10)")
     lr.add_argument("--steps", type=int, default=100, help="number of rates (100)")
     lr.add_argument("--json", action="store_true", help="print the curve as JSON")
-    add_config_flags(lr)
+    add_config_flags(lr, training=False)
     lr.set_defaults(run=run_lr_find)
 
     ev = jobs.add_parser(
         "evaluate", help="score a mask against labels (pixel error, V_rand, V_info)",
         description="Score a predicted mask (or probabilities) against labels as the ISBI "
-        "2012 challenge does and print JSON. For probabilities it adds the challenge's best "
-        "V_rand and V_info over the thresholds 0, 0.1, ..., 1 and where they were reached.",
+        "2012 challenge does and print JSON (or a table). For probabilities it adds the "
+        "challenge's best V_rand and V_info over the thresholds 0, 0.1, ..., 1 and where they "
+        "were reached.",
     )
     ev.add_argument("mask", help="mask TIFF (exported by napari-unet, or 0/1/2 labels) or "
                     "float probabilities")
     ev.add_argument("labels", help="ground-truth labels TIFF (either convention)")
     ev.add_argument("--threshold", type=float, default=0.5, help="for probabilities (0.5)")
     ev.add_argument("--per-slice", action="store_true", help="include every slice's scores")
+    ev.add_argument("--format", choices=("json", "table"), default="json",
+                    help="json (default; lists on one line, one line per slice) or table")
     ev.set_defaults(run=run_evaluate)

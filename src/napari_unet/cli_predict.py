@@ -1,15 +1,30 @@
 """The command line's ``predict`` job: masks, probabilities and cells as TIFF (or zarr)."""
 
 import argparse
+import contextlib
+import functools
+import time
 from pathlib import Path
 
 from .errors import InputError
 
+FLAGS = {"mask": "-o", "probabilities": "--probabilities", "cells": "--cells"}
+
 
 def _outputs(args: argparse.Namespace) -> dict[str, Path]:
-    """Check the files to write before any work, so that a mistake writes nothing."""
+    """Check the files to write before any work, so that a mistake writes nothing.
+
+    No output may be an input (the image or the model), even with
+    ``--overwrite``, nor may two outputs share a name.
+    """
+    from .checkpoint import model_path
+    from .io import check_not_inputs
+
     outputs = {"mask": args.output, "probabilities": args.probabilities, "cells": args.cells}
     outputs = {kind: Path(path) for kind, path in outputs.items() if path}
+    check_not_inputs({FLAGS[kind]: path for kind, path in outputs.items()},
+                     {"the input image": Path(args.images),
+                      "the model": model_path(args.model)})
     for kind, path in outputs.items():
         if not path.parent.is_dir():
             raise InputError(f"{path.parent}: no such folder (for the {kind})")
@@ -67,6 +82,31 @@ def _drain_with_bar(job, unit: str):
             bar.close()
 
 
+@contextlib.contextmanager
+def step(text: str):
+    """Say what runs now (``text ...``) and, once done, how long it took."""
+    start = time.monotonic()
+    print(f"{text} ...", end="", flush=True)
+    try:
+        yield
+    except BaseException:
+        print(flush=True)  # end the line before any message
+        raise
+    print(f" {time.monotonic() - start:.1f} s", flush=True)
+
+
+def _tile(args: argparse.Namespace, model, default: int) -> int:
+    """Return the tile to ask prediction for; say in one line when it rounds ``--tile``."""
+    from .cli_jobs import tile_notice
+    from .predict import output_tile
+
+    tile = args.tile or default
+    used = output_tile(model, tile)
+    if args.tile is not None and used != args.tile:
+        tile_notice(args.tile, used, model.depth, model.padding)
+    return tile
+
+
 def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
     """Predict a volume larger than memory, block by block, into zarr arrays."""
     import shutil
@@ -74,43 +114,38 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
 
     from .checkpoint import load_model
     from .devices import autocast_dtype, pick_device
-    from .volume import predict_volume, threshold_volume
+    from .volume import predict_volume, publish, threshold_volume
 
     model_file = load_model(args.model)
     device = pick_device(args.device)
     mask = outputs["mask"]
     if mask.suffix.lower() != ".zarr":
         raise InputError("large volumes (zarr input or --scheduler) are written as .zarr")
-    scratch = None
-    probabilities = outputs.get("probabilities")
-    if probabilities is None:
-        scratch = Path(tempfile.mkdtemp(prefix=".napari-unet.", dir=mask.parent))
-        probabilities = scratch / "probabilities.zarr"
     try:
         block = tuple(int(v) for v in args.block.split(","))
     except ValueError:
         raise InputError(f"--block takes three integers Z,Y,X, got {args.block!r}") from None
-    client = _client(args.scheduler)
+    tile = _tile(args, model_file.build_model(), model_file.config.train.tile)
+    scratch = Path(tempfile.mkdtemp(prefix=".napari-unet.", dir=mask.parent))
+    probabilities = outputs.get("probabilities", scratch / "probabilities.zarr")
+    client = None
     try:
-        job = predict_volume(args.model, args.images, probabilities,
-                             tile=args.tile or model_file.config.train.tile,
+        client = _client(args.scheduler)
+        job = predict_volume(args.model, args.images, probabilities, tile=tile,
                              batch_size=args.batch_size, block=block, device=str(device),
                              autocast_dtype=autocast_dtype(device), tta=args.tta,
                              client=client, overwrite=args.overwrite)
         _drain_with_bar(job, "block")
         threshold = model_file.threshold if args.threshold is None else args.threshold
-        staged = Path(tempfile.mkdtemp(prefix=".napari-unet.", dir=mask.parent)) / mask.name
-        threshold_volume(probabilities, staged, threshold=threshold,
-                         convention="isbi" if args.isbi else "membrane")
-        if mask.exists():
-            shutil.rmtree(mask)  # --overwrite was checked before any work
-        staged.rename(mask)
-        shutil.rmtree(staged.parent)
+        with step(f"writing the mask (threshold {threshold:g}) to {mask}"):
+            staged = scratch / mask.name
+            threshold_volume(probabilities, staged, threshold=threshold,
+                             convention="isbi" if args.isbi else "membrane")
+            publish(staged, mask)  # --overwrite was checked before any work
     finally:
         if client is not None:
             client.close()
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     print("wrote " + ", ".join(str(path) for path in outputs.values()))
     return 0
 
@@ -119,7 +154,7 @@ def run_predict(args: argparse.Namespace) -> int:
     """``napari-unet predict``: predict a stack and write its mask (and more)."""
     from .checkpoint import load_model
     from .devices import autocast_dtype, pick_device
-    from .io import read_image, write_mask, write_tiff
+    from .io import read_image, write_export
     from .postprocess import cell_labels, membrane_mask
     from .predict import predict
 
@@ -133,18 +168,23 @@ def run_predict(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model = model_file.build_model().to(device)
     job = predict(model, model_file.normalization.unit(image), model_file.normalization,
-                  tile=args.tile or model_file.config.train.tile, batch_size=args.batch_size,
-                  device=device, autocast_dtype=autocast_dtype(device), tta=args.tta)
+                  tile=_tile(args, model, model_file.config.train.tile),
+                  batch_size=args.batch_size, device=device,
+                  autocast_dtype=autocast_dtype(device), tta=args.tta)
     probabilities = _drain_with_bar(job, "tile")
-    convention = "isbi" if args.isbi else "membrane"
     threshold = model_file.threshold if args.threshold is None else args.threshold
-    write_mask(outputs["mask"], membrane_mask(probabilities, threshold=threshold),
-               convention=convention, overwrite=args.overwrite)
+    write = functools.partial(write_export, convention="isbi" if args.isbi else "membrane",
+                              overwrite=args.overwrite)
+    with step(f"writing the mask (threshold {threshold:g}) to {outputs['mask']}"):
+        write("mask", outputs["mask"], membrane_mask(probabilities, threshold=threshold))
     if "probabilities" in outputs:
-        write_tiff(outputs["probabilities"], probabilities, overwrite=args.overwrite)
+        with step(f"writing the probabilities to {outputs['probabilities']}"):
+            write("probabilities", outputs["probabilities"], probabilities)
     if "cells" in outputs:
-        cells = cell_labels(probabilities, threshold=threshold, min_size=args.min_cell_size)
-        write_tiff(outputs["cells"], cells, overwrite=args.overwrite)
+        with step("labelling cells (watershed of the probabilities)"):
+            cells = cell_labels(probabilities, threshold=threshold, min_size=args.min_cell_size)
+        with step(f"writing the cells to {outputs['cells']}"):
+            write("cells", outputs["cells"], cells)
     print("wrote " + ", ".join(str(path) for path in outputs.values()))
     return 0
 
@@ -163,7 +203,8 @@ def add_predict(jobs) -> None:
                         help="mask file: .tif, or .zarr for large volumes")
     parser.add_argument("--probabilities", metavar="PROB.tif", help="also write P(membrane)")
     parser.add_argument("--cells", metavar="CELLS.tif", help="also write cell instance labels")
-    parser.add_argument("--tile", type=int, help="output tile side (default: the model's)")
+    parser.add_argument("--tile", type=int, help="output tile side (default: the model's); "
+                        "rounded to a size the network can use, with a notice")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (4)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--threshold", type=float,
@@ -173,7 +214,8 @@ def add_predict(jobs) -> None:
     parser.add_argument("--tta", action="store_true",
                         help="average over the 8 flips and rotations (8x slower)")
     parser.add_argument("--isbi", action="store_true", help="write the ISBI convention")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing outputs (never an input: the image or the model)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="run blocks on a dask.distributed cluster: its scheduler address, "
                         "or 'local' for a LocalCluster on this machine")

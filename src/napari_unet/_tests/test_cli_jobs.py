@@ -13,8 +13,9 @@ from napari_unet.checkpoint import load_model
 from napari_unet.cli import main
 from napari_unet.io import write_mask
 
-TINY = ["--depth", "3", "--base-channels", "4", "--tile", "64", "--samples-per-epoch", "4",
-        "--batch-size", "2", "--val-slices", "3", "--device", "cpu"]
+TINY_NET = ["--depth", "3", "--base-channels", "4", "--tile", "64", "--batch-size", "2",
+            "--device", "cpu"]
+TINY = [*TINY_NET, "--samples-per-epoch", "4", "--val-slices", "3"]
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def test_config_file_and_flags(files, capsys, tmp_path):
 
 def test_lr_find(files, capsys):
     code, out, _ = run(["lr-find", files / "img.tif", files / "isbi.tif", "--steps", "8",
-                        "--json", *TINY], capsys)
+                        "--json", *TINY_NET], capsys)
     curve = json.loads(out)
     assert code == 0 and len(curve["lr"]) == len(curve["loss"]) <= 8
 
@@ -181,6 +182,140 @@ def test_train_says_what_it_trains_on_and_counts_the_time_budget(files, capsys):
     assert "training on 3 slices (0-2), validating on 3; device cpu" in out
     assert "/3 s [" in err and "/2000" not in err  # counts the budget
     assert "stopped after time budget" in out
+    # The validation after the budget, mid-epoch, is the final one, not a repeated epoch.
+    validations = [line for line in out.splitlines()
+                   if line.startswith(("epoch ", "final validation"))]
+    assert validations[-1].startswith("final validation (time budget, step ")
+    epochs = [line.split(":")[0] for line in validations[:-1]]
+    assert len(epochs) == len(set(epochs)) and all(e.startswith("epoch ") for e in epochs)
+
+
+@pytest.mark.parametrize("case", ["images", "labels", "init", "config", "link", "hardlink",
+                                  "last"])
+def test_train_never_writes_over_an_input(files, capsys, model_path, case):
+    image, labels, extra = files / "img.tif", files / "isbi.tif", []
+    output = {"images": image, "labels": labels, "link": files / "link.tif",
+              "hardlink": files / "hard.tif"}.get(case)
+    if case == "init":
+        extra, output = ["--init", model_path], model_path
+    elif case == "last":  # -o x.pt would write its last model over x.last.pt, the init model
+        last = files / "x.last.pt"
+        last.write_bytes(model_path.read_bytes())
+        extra, output = ["--init", last], files / "x.pt"
+    elif case == "config":
+        output = files / "c.json"
+        output.write_text('{"train": {"epochs": 1}}')
+        extra = ["--config", output]
+    elif case == "link":
+        output.symlink_to(image)
+    elif case == "hardlink":
+        os.link(image, output)
+    before = {p.name: p.read_bytes() for p in files.iterdir() if p.is_file()}
+    code, _, err = run(["train", image, labels, "-o", output, "--overwrite", *extra, *TINY],
+                       capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "an input is never replaced, even when overwriting is allowed" in err
+    assert {p.name: p.read_bytes() for p in files.iterdir() if p.is_file()} == before
+
+
+def test_train_keeps_an_earlier_runs_last_model(files, capsys):
+    last = files / "m.last.pt"
+    last.write_bytes(b"an earlier run")
+    code, _, err = run(["train", files / "img.tif", files / "isbi.tif", "-o", files / "m.pt",
+                        *TINY], capsys)
+    assert code == 2 and f"{last} exists; use --resume" in err
+    assert last.read_bytes() == b"an earlier run" and not (files / "m.pt").exists()
+
+
+def test_tile_is_rounded_with_a_notice(files, capsys):
+    code, _, err = run(["train", files / "img.tif", files / "isbi.tif", "-o", files / "m.pt",
+                        "--epochs", "1", *TINY, "--tile", "7"], capsys)
+    assert code == 0, err
+    # depth 3, same padding: output tiles are multiples of 4
+    assert "note: tile 7 rounded to 8, a tile side that a depth-3 U-Net with same padding " \
+           "can use" in err
+    assert load_model(files / "m.pt").config.train.tile == 8
+    code, _, err = run(["lr-find", files / "img.tif", files / "isbi.tif", "--steps", "2",
+                        *TINY_NET, "--tile", "8"], capsys)
+    assert code == 0 and "note:" not in err
+
+
+def test_small_image_trains_on_mirror_padding_with_a_warning(tmp_path, isbi_small, capsys):
+    image, labels = isbi_small
+    tifffile.imwrite(tmp_path / "i.tif", image[0, :12, :12], photometric="minisblack")
+    tifffile.imwrite(tmp_path / "l.tif", labels[0, :12, :12], photometric="minisblack")
+    code, _, err = run(["train", tmp_path / "i.tif", tmp_path / "l.tif", "-o", tmp_path / "m.pt",
+                        "--preset", "paper", "--base-channels", "2", "--tile", "4",
+                        "--batch-size", "1", "--samples-per-epoch", "1", "--epochs", "1",
+                        "--val-slices", "none", "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert ("warning: slices of 12x12 px are smaller than one network input (188 px for a "
+            "depth-5 U-Net with valid padding); training fills its tiles by mirroring the "
+            "slice") in err
+    assert load_model(tmp_path / "m.pt").config.model.depth == 5
+
+
+def test_lr_find_help_lists_only_its_own_flags(capsys):
+    with pytest.raises(SystemExit):
+        main(["lr-find", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--epochs", "--minutes", "--patience", "--monitor", "--schedule",
+                 "--val-slices", "--samples-per-epoch", "--threshold", "--lr "):
+        assert flag not in text, flag
+    assert "--tile" in text and "--depth" in text and "--steps" in text
+    positionals = text.split("positional arguments:")[1].split("options:")[0].splitlines()
+    assert all(len(line.split()) > 1 for line in positionals if line.strip())  # each has help
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--epochs" in capsys.readouterr().out
+
+
+def test_evaluate_prints_compact_json_or_a_table(files, capsys):
+    labels = tifffile.imread(files / "isbi.tif")
+    write_mask(files / "mask.tif", np.where(labels == 0, 1, 2))
+    code, out, _ = run(["evaluate", files / "mask.tif", files / "isbi.tif", "--per-slice"],
+                       capsys)
+    scores = json.loads(out)
+    assert code == 0 and scores["slices"] == [0, 1, 2, 3]
+    assert '  "slices": [0, 1, 2, 3],' in out.splitlines()
+    assert len(out.splitlines()) == len(scores) + 2 + len(scores["per_slice"]) + 1
+    code, out, _ = run(["evaluate", files / "mask.tif", files / "isbi.tif", "--per-slice",
+                        "--format", "table"], capsys)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["pixel_error", "0.0000"]
+    assert ["slices", "0-3"] in [line.split() for line in lines]
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["slice",
+                                                                           "pixel_error"])
+    assert [line.split()[:3] for line in lines[header + 1:]] == [
+        [str(z), "0.0000", "1.0000"] for z in range(4)]
+
+
+def test_a_closed_pipe_ends_quietly(files):
+    labels = tifffile.imread(files / "isbi.tif")
+    write_mask(files / "mask.tif", np.where(labels == 0, 1, 2))
+    script = Path(sys.executable).parent / "napari-unet"
+    process = subprocess.Popen([str(script), "evaluate", files / "mask.tif", files / "isbi.tif",
+                                "--per-slice"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # like `| head` ending before the scores are printed
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err and err == ""
+
+
+def test_unexpected_errors_print_one_line(files, capsys, monkeypatch):
+    import napari_unet.metrics
+
+    def broken(*_, **__):
+        raise RuntimeError("something\nbroke")
+
+    monkeypatch.setattr(napari_unet.metrics, "evaluate", broken)
+    code, _, err = run(["evaluate", files / "isbi.tif", files / "isbi.tif"], capsys)
+    assert code == 1 and err.strip().splitlines() == [
+        "napari-unet evaluate: error: RuntimeError: something broke (set NAPARI_UNET_DEBUG=1 "
+        "to see where)"]
+    monkeypatch.setenv("NAPARI_UNET_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["evaluate", str(files / "isbi.tif"), str(files / "isbi.tif")])
 
 
 def test_evaluate_probabilities_adds_the_challenges_maximum(files, capsys, isbi_small):

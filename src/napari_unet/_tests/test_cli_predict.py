@@ -1,3 +1,9 @@
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -6,7 +12,7 @@ import torch
 from napari_unet.checkpoint import ModelFile, make_model, save_model
 from napari_unet.cli import main
 from napari_unet.data import Normalization
-from napari_unet.io import read_labels
+from napari_unet.io import KIND_KEY, cell_label_array, read_labels, tiff_metadata
 
 
 @pytest.fixture
@@ -31,14 +37,24 @@ def run(argv, capsys):
 
 
 def test_writes_mask_probabilities_and_cells(model_path, stack, tmp_path, capsys):
-    code, _, err = run(["predict", model_path, stack, "-o", tmp_path / "mask.tif",
-                        "--probabilities", tmp_path / "p.tif", "--cells", tmp_path / "c.tif",
-                        "--device", "cpu"], capsys)
+    code, out, err = run(["predict", model_path, stack, "-o", tmp_path / "mask.tif",
+                          "--probabilities", tmp_path / "p.tif", "--cells", tmp_path / "c.tif",
+                          "--device", "cpu"], capsys)
     assert code == 0, err
+    steps = [line.split(" ...")[0] for line in out.splitlines()]
+    assert steps == [f"writing the mask (threshold 0.5) to {tmp_path / 'mask.tif'}",
+                     f"writing the probabilities to {tmp_path / 'p.tif'}",
+                     "labelling cells (watershed of the probabilities)",
+                     f"writing the cells to {tmp_path / 'c.tif'}",
+                     f"wrote {tmp_path / 'mask.tif'}, {tmp_path / 'p.tif'}, {tmp_path / 'c.tif'}"]
     mask, probs, cells = (tifffile.imread(tmp_path / n) for n in ("mask.tif", "p.tif", "c.tif"))
     assert mask.shape == probs.shape == cells.shape == (2, 50, 70)
     assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
     assert probs.dtype == np.float32 and 0 <= probs.min() and probs.max() <= 1
+    # cells in the smallest dtype that holds them, as the Export widget writes them
+    assert cells.dtype == cell_label_array(cells.astype(np.int64)).dtype
+    assert cells.dtype == (np.uint8 if cells.max() < 256 else np.uint16)
+    assert tiff_metadata(tmp_path / "c.tif")[KIND_KEY] == "cells"
     np.testing.assert_array_equal(mask == 255, probs > 0.5)
     with tifffile.TiffFile(tmp_path / "mask.tif") as tif:
         assert tif.series[0].axes == "ZYX"
@@ -123,3 +139,80 @@ def test_mixed_outputs_refused(model_path, stack, tmp_path, capsys):
     code, _, err = run(["predict", model_path, stack, "-o", tmp_path / "m.zarr",
                         "--probabilities", tmp_path / "p.tif"], capsys)
     assert code == 2 and "either all outputs as .zarr" in err
+
+
+@pytest.mark.parametrize("case", ["image", "link", "hardlink", "probabilities", "cells", "model",
+                                  "twice", "zarr"])
+def test_outputs_never_replace_an_input(model_path, stack, tmp_path, capsys, case):
+    import zarr
+
+    image, output, extra = stack, stack, []
+    if case == "link":
+        output = tmp_path / "link.tif"
+        output.symlink_to(stack)
+    elif case == "hardlink":
+        output = tmp_path / "hard.tif"
+        os.link(stack, output)
+    elif case in ("probabilities", "cells"):
+        output, extra = tmp_path / "mask.tif", [f"--{case}", stack]
+    elif case == "model":
+        output = model_path
+    elif case == "twice":
+        output, extra = tmp_path / "mask.tif", ["--probabilities", tmp_path / "mask.tif"]
+    elif case == "zarr":
+        image = output = tmp_path / "v.zarr"
+        zarr.create_array(str(image), shape=(2, 50, 70), chunks=(1, 50, 70), dtype="uint8")
+        zarr.open_array(str(image), mode="r+")[:] = tifffile.imread(stack)
+    before = _contents(tmp_path)
+    code, _, err = run(["predict", model_path, image, "-o", output, *extra, "--overwrite",
+                        "--device", "cpu"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    message = "both name" if case == "twice" else "an input is never replaced"
+    assert message in err
+    assert _contents(tmp_path) == before
+
+
+def _contents(folder):
+    """Every file under a folder (links followed) with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_tile_is_rounded_with_a_notice(model_path, stack, tmp_path, capsys):
+    code, _, err = run(["predict", model_path, stack, "-o", tmp_path / "a.tif", "--tile", "7",
+                        "--device", "cpu"], capsys)
+    # the tiny model: depth 3, valid padding: tiles on a grid of 4
+    assert code == 0 and "note: tile 7 rounded to 8, a tile side that a depth-3 U-Net with " \
+        "valid padding can use" in err
+    code, _, err = run(["predict", model_path, stack, "-o", tmp_path / "b.tif", "--tile", "8",
+                        "--device", "cpu"], capsys)
+    assert code == 0 and "note:" not in err
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "a.tif"),
+                                  tifffile.imread(tmp_path / "b.tif"))
+
+
+def test_a_killed_zarr_run_keeps_the_earlier_output(model_path, tmp_path, isbi_small):
+    import zarr
+
+    image = tmp_path / "big.tif"
+    tifffile.imwrite(image, np.tile(isbi_small[0][:, :64, :64], (10, 1, 1)),
+                     photometric="minisblack")
+    earlier = tmp_path / "m.zarr"
+    zarr.create_array(str(earlier), shape=(1, 4), chunks=(1, 4), dtype="uint8")
+    zarr.open_array(str(earlier), mode="r+")[:] = 7
+    before = _contents(earlier)
+    script = Path(sys.executable).parent / "napari-unet"
+    process = subprocess.Popen(
+        [str(script), "predict", model_path, image, "-o", earlier, "--overwrite",
+         "--block", "1,16,16", "--device", "cpu"], stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seen = ""
+    while "block" not in seen:  # the bar counts blocks: prediction runs
+        char = process.stderr.read(1)
+        assert char, f"prediction ended before it could be killed: {seen}"
+        seen += char
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    assert _contents(earlier) == before  # not replaced, not touched
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "big.tif", "m.pt", "m.zarr"]
