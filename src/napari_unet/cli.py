@@ -110,18 +110,20 @@ def _run(argv: list[str] | None) -> int:
     except Exception as err:  # a bug or the machine (memory, disk): one line, not a traceback
         if os.environ.get(DEBUG) == "1":
             raise
-        print(f"{name}: error: {_describe(err)} (set {DEBUG}=1 to see where)", file=sys.stderr)
+        print(f"{name}: error: {_describe(err)}", file=sys.stderr)
         return 1
 
 
 def _describe(err: Exception) -> str:
+    """One line for an error that is not the user's mistake."""
     training_error = getattr(sys.modules.get("napari_unet.train"), "TrainingError", ())
     if isinstance(err, training_error):  # says what to do already
         return str(err)
     if isinstance(err, MemoryError):
         return "out of memory"
     text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return (f"{type(err).__name__}: {text}" if text else type(err).__name__) + \
+        f" (set {DEBUG}=1 to see where)"
 
 
 def _drop_stdout() -> None:
