@@ -1,15 +1,19 @@
 """The Training widget in a real viewer, with a tiny network on 128x128 crops."""
 
+import shutil
 import time
 
+import napari
 import numpy as np
 import pytest
 
 from napari_unet._widgets.plot import log_ticks, nice_ticks, tick_label
 from napari_unet._widgets.training import TrainingWidget
 from napari_unet._widgets.training_form import PREVIEW, config_from_form
+from napari_unet.checkpoint import BUNDLED
 from napari_unet.config import Config, parse_slices
 from napari_unet.errors import InputError
+from napari_unet.io import write_tiff
 from napari_unet.train import last_path_for
 
 TINY = {"depth": 3, "base_channels": 4, "tile": 64, "batch_size": 2, "epochs": 2,
@@ -90,6 +94,76 @@ def test_existing_output_needs_overwrite(widget, qtbot, tmp_path):
     assert not widget.running
     assert "exists: tick 'overwrite'" in widget.status.text()
     assert (tmp_path / "model.pt").read_bytes() == b"precious"
+
+
+@pytest.fixture
+def opened(widget, isbi_small, tmp_path):
+    """The image and labels opened from TIFF files in tmp_path (so with a source path), chosen."""
+    layers = {}
+    for name, data in zip(("em_image", "em_labels"), isbi_small, strict=True):
+        write_tiff(tmp_path / f"{name}.tif", data)
+        (layers[name],) = widget._viewer.open(tmp_path / f"{name}.tif", plugin="napari-unet-em")
+    assert isinstance(layers["em_labels"], napari.layers.Labels)
+    widget.form.image_layer.value = layers["em_image"]
+    widget.form.labels_layer.value = layers["em_labels"]
+    return layers
+
+
+def files_in(folder):
+    """Every file under a folder, links followed, with its bytes."""
+    return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("case", ["image file", "labels file (linked) as the last model",
+                                  "initial model", "initial model as the last model",
+                                  "bundled model"])
+def test_the_output_never_replaces_an_input(widget, opened, model_path, tmp_path, case):
+    form, bundled = widget.form, BUNDLED["isbi2012"]
+    form.overwrite.value = True  # never enough to replace an input
+    if case.startswith("initial model"):
+        form.start_from.value, form.init.value = "init", model_path
+    if case == "labels file (linked) as the last model":
+        (tmp_path / "m.last.tif").symlink_to(tmp_path / "em_labels.tif")
+    if case == "initial model as the last model":
+        form.init.value = shutil.copy(model_path, tmp_path / "run.last.pt")
+    output, message = {
+        "image file": (tmp_path / "em_image.tif",
+                       f"save model to: {tmp_path / 'em_image.tif'} is the file of image "
+                       "layer 'em_image': an input is never replaced"),
+        "labels file (linked) as the last model": (
+            tmp_path / "m.tif", f"save model to: its last model {tmp_path / 'm.last.tif'} is "
+            f"the file of labels layer 'em_labels' {tmp_path / 'em_labels.tif'}: an input"),
+        "initial model": (model_path, f"save model to: {model_path} is the initial model: an "
+                          "input is never replaced, even when overwriting is allowed"),
+        "initial model as the last model": (
+            tmp_path / "run.pt", f"save model to: its last model {tmp_path / 'run.last.pt'} is "
+            "the initial model: an input"),
+        "bundled model": (bundled, f"save model to: {bundled} is a model installed with "
+                          "napari-unet; choose another name"),
+    }[case]
+    before, bundled_before = files_in(tmp_path), bundled.read_bytes()
+    form.output.value = output
+    widget.start()
+    assert not widget.running
+    assert widget.status.text().startswith(f"error: {message}"), widget.status.text()
+    assert "\n" not in widget.status.text()
+    assert files_in(tmp_path) == before and bundled.read_bytes() == bundled_before
+    form.output.value = tmp_path / "fresh.pt"  # the same inputs with another output are fine
+    assert form.read_paths()[0] == tmp_path / "fresh.pt"
+
+
+def test_an_earlier_runs_last_model_needs_overwrite_or_resume(widget, tmp_path):
+    last = last_path_for(tmp_path / "model.pt")
+    last.write_bytes(b"earlier run")
+    widget.start()
+    assert not widget.running
+    assert widget.status.text() == (f"error: {last} exists: tick 'overwrite', choose another "
+                                    "file, or resume it")
+    assert last.read_bytes() == b"earlier run" and not (tmp_path / "model.pt").exists()
+    widget.form.start_from.value = "resume"
+    assert widget.form.read_paths() == (tmp_path / "model.pt", None, last)
+    widget.form.start_from.value, widget.form.overwrite.value = "scratch", True
+    assert widget.form.read_paths() == (tmp_path / "model.pt", None, None)
 
 
 @pytest.mark.parametrize("close", ["widget", "viewer"])

@@ -1,7 +1,7 @@
 """The Training widget's form: layers, settings that matter, model files; builds a `Config`.
 
-`config_from_form` and `first_validation_slice` are pure (no Qt) and
-could live in the core.
+`config_from_form`, `first_validation_slice` and `check_model_output` are pure
+(no Qt) and could live in the core.
 """
 
 import dataclasses
@@ -14,7 +14,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
 from qtpy.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QWidget
 
-from ..checkpoint import BUNDLED
+from ..checkpoint import BUNDLED, is_bundled
 from ..config import (
     PRESET_HELP,
     PRESETS,
@@ -27,6 +27,7 @@ from ..config import (
 from ..data import split_slices
 from ..devices import available_devices, pick_device
 from ..errors import InputError
+from ..io import check_not_inputs
 from ..labels import to_annotation
 from ..train import last_path_for
 from ..validate import check_pair
@@ -100,6 +101,40 @@ def first_validation_slice(labels: np.ndarray, val_slices: tuple[int, ...] | Non
     annotation = to_annotation(labels)
     _, val = split_slices(annotation[None] if annotation.ndim == 2 else annotation, val_slices)
     return val[0] if val else None
+
+
+def check_model_output(output: Path, inputs: Mapping[str, Path], *, replace: bool) -> None:
+    """Refuse a "save model to" path that would lose a file: the rules of ``train -o``.
+
+    The model and its last model (`napari_unet.train.last_path_for`) may be
+    neither one of ``inputs`` nor a bundled model, whatever ``replace`` says; an
+    existing one (an earlier run's) is replaced only with ``replace``.
+
+    Parameters
+    ----------
+    output : Path
+        The best model's file.
+    inputs : mapping of str to Path
+        The files the run reads, by how the message names them.
+    replace : bool
+        Whether existing model files may be replaced ('overwrite' ticked, or resuming).
+
+    Raises
+    ------
+    InputError
+        In one line, naming the file.
+    """
+    last = last_path_for(output)
+    check_not_inputs({"save model to:": output, "save model to: its last model": last}, inputs)
+    if is_bundled(output) or is_bundled(last):
+        raise InputError(f"save model to: {output} is a model installed with napari-unet; "
+                         "choose another name")
+    if output.is_dir():
+        raise InputError(f"save model to: {output} is a folder; name a file (model.pt)")
+    existing = [path for path in (output, last) if path.exists()]
+    if existing and not replace:
+        raise InputError(f"{existing[0]} exists: tick 'overwrite', choose another file, or "
+                         "resume it")
 
 
 def device_choices() -> list[tuple[str, str]]:
@@ -292,22 +327,40 @@ class TrainingForm:
         return image, labels
 
     def read_paths(self) -> tuple[Path, Path | None, Path | None]:
-        """Return (output, init, resume) model paths, refusing to overwrite silently."""
+        """Return (output, init, resume) model paths, refusing to lose a file.
+
+        See `check_model_output`: the output is never an input (the files of the
+        image and labels layers, the initial model) nor a bundled model, and
+        replaces an earlier run's files only with 'overwrite' or when resuming.
+        """
         output = Path(self.output.value).expanduser()
-        if output.is_dir():
-            raise InputError(f"save model to: {output} is a folder; name a file (model.pt)")
         start = self.start_from.value
-        if start == "resume":
-            resume = last_path_for(output)
-            if not resume.is_file():
-                raise InputError(f"nothing to resume: {resume} does not exist")
-            return output, None, resume
-        if output.exists() and not self.overwrite.value:
-            raise InputError(f"{output} exists: tick 'overwrite', choose another file, or "
-                             "resume it")
+        init = self._init_model()
+        resume = last_path_for(output) if start == "resume" else None
+        check_model_output(output, self._inputs(init),
+                           replace=resume is not None or self.overwrite.value)
+        if resume is not None and not resume.is_file():
+            raise InputError(f"nothing to resume: {resume} does not exist")
+        return output, init, resume
+
+    def _init_model(self) -> Path | None:
+        """Return the model the run starts from (None: scratch or resume)."""
+        start = self.start_from.value
         if start == "bundled":
-            return output, BUNDLED["isbi2012"], None
-        init = self.init.value if start == "init" else None
-        if start == "init" and (init is None or not Path(init).is_file()):
+            return BUNDLED["isbi2012"]
+        if start != "init":
+            return None
+        init = self.init.value
+        if init is None or not Path(init).expanduser().is_file():
             raise InputError(f"initial model: choose an existing model file (got {init})")
-        return output, init, None
+        return Path(init).expanduser()
+
+    def _inputs(self, init: Path | None) -> dict[str, Path]:
+        """Return the files the run reads: the chosen layers' (when opened from one), init."""
+        inputs = {f"the file of {kind} layer {layer.name!r}": Path(layer.source.path)
+                  for kind, layer in (("image", self.image_layer.value),
+                                      ("labels", self.labels_layer.value))
+                  if layer is not None and layer.source.path}
+        if init is not None:
+            inputs["the initial model"] = init
+        return inputs
