@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from napari_unet._widgets.plot import log_ticks, nice_ticks, tick_label
+from napari_unet._widgets.progress import describe_validation
 from napari_unet._widgets.training import TrainingWidget
 from napari_unet._widgets.training_form import PREVIEW, config_from_form
 from napari_unet.checkpoint import BUNDLED
 from napari_unet.config import Config, parse_slices
 from napari_unet.errors import InputError
 from napari_unet.io import write_tiff
-from napari_unet.train import last_path_for
+from napari_unet.train import Event, last_path_for
 
 TINY = {"depth": 3, "base_channels": 4, "tile": 64, "batch_size": 2, "epochs": 2,
         "val_slices": "3", "device": "cpu", "lr": "0.01"}
@@ -164,6 +165,31 @@ def test_an_earlier_runs_last_model_needs_overwrite_or_resume(widget, tmp_path):
     assert widget.form.read_paths() == (tmp_path / "model.pt", None, last)
     widget.form.start_from.value, widget.form.overwrite.value = "scratch", True
     assert widget.form.read_paths() == (tmp_path / "model.pt", None, None)
+
+
+def test_the_time_budget_closes_with_a_final_validation(widget, qtbot):
+    widget.form.epochs.value = 10_000
+    widget.form.minutes.value = 0.01  # 0.6 s, then one more validation
+    widget.start()
+    shown = []  # what the status says after each validation (connected after the widget)
+    widget._worker.yielded.connect(
+        lambda p: shown.append((p.step, widget.status.text()))
+        if p.event is Event.VALIDATION else None)
+    wait_until_done(qtbot, widget)
+    assert widget.status.text().startswith("finished (time budget)"), widget.status.text()
+    *epochs, (step, final) = shown
+    assert final.startswith(f"final validation (time budget, step {step}): val loss "), final
+    assert [text.split(":")[0] for _, text in epochs] == [
+        f"epoch {n}" for n in range(1, len(epochs) + 1)]  # each epoch once, none repeated
+
+
+def test_describe_validation():
+    record = {"epoch": 3, "step": 40, "train_loss": 0.5, "val_loss": 0.25, "v_rand": 0.875}
+    assert describe_validation(record) == "epoch 3: val loss 0.250, V_rand 0.875"
+    assert describe_validation(record, final=True) == (
+        "final validation (time budget, step 40): val loss 0.250, V_rand 0.875")
+    assert describe_validation({"epoch": 1, "step": 5, "train_loss": 0.5}) == (
+        "epoch 1: train loss 0.500")
 
 
 @pytest.mark.parametrize("close", ["widget", "viewer"])

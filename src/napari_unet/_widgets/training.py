@@ -50,6 +50,7 @@ class Job:
     translate: np.ndarray | None = None
     stopped: bool = False
     failed: bool = False
+    step_epoch: int | None = None  # of the last step: a validation in it closes a time budget
 
 
 class TrainingWidget(QWidget):
@@ -254,11 +255,13 @@ class TrainingWidget(QWidget):
             return
         self.progress_label.setText(describe_step(p))
         if p.event is Event.STEP:
+            self._job.step_epoch = p.epoch
             self.loss_plot.append("train loss", p.step, self._smoother.add(p.loss))
             return
         self.loss_plot.append("val loss", p.step, p.metrics.get("val_loss"))
         self.loss_plot.append("V_rand", p.step, p.metrics.get("v_rand"))
-        self.status.setText(describe_validation(p.metrics))
+        # A whole epoch's validation counts it; the time budget's comes in the last step's.
+        self.status.setText(describe_validation(p.metrics, final=p.epoch == self._job.step_epoch))
         if p.preview is not None:
             self._job.preview_slice = p.preview_slice
             self._show_preview(p.preview)
