@@ -91,10 +91,6 @@ class TrainConfig:
     schedule : {'none', 'cosine', 'plateau'}
         Learning-rate schedule. 'cosine' falls from ``lr`` to 0 over the run:
         over its epochs, or over ``minutes`` when the time budget ends it first.
-    ema : float
-        Decay of an exponential moving average of the weights (0: off; 0.99
-        averages over about the last 100 updates). When on, validation and the
-        saved models use the averaged weights.
     val_slices : tuple of int or None
         Slices kept for validation; None: a few slices spread over the stack.
     val_every : int
@@ -130,7 +126,6 @@ class TrainConfig:
     momentum: float = 0.99
     weight_decay: float = 0.0
     schedule: Literal["none", "cosine", "plateau"] = "none"
-    ema: float = 0.0
     val_slices: tuple[int, ...] | None = None
     val_every: int = 1
     monitor: Literal["v_rand", "v_info", "pixel_error", "val_loss"] = "v_rand"
@@ -149,8 +144,6 @@ class TrainConfig:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         if self.lr <= 0:
             raise InputError(f"lr must be positive, got {self.lr!r}")
-        if not 0 <= self.ema < 1:
-            raise InputError(f"ema must be in [0, 1), got {self.ema!r}")
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise InputError(f"threshold must be between 0 and 1, got {self.threshold!r}")
 

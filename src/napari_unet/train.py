@@ -321,8 +321,7 @@ def pick_threshold(per_threshold: list[dict]) -> dict:
     return max(per_threshold, key=key)
 
 
-def validate(setup: Setup, model: torch.nn.Module | None = None
-             ) -> tuple[dict, np.ndarray | None]:
+def validate(setup: Setup) -> tuple[dict, np.ndarray | None]:
     """Predict the validation slices; return their loss and ISBI scores, and one prediction.
 
     ``pixel_error``, ``v_rand`` and ``v_info`` are those of the mask exported
@@ -330,12 +329,12 @@ def validate(setup: Setup, model: torch.nn.Module | None = None
     ``v_rand_max`` and ``v_info_max`` are the challenge's best over `THRESHOLDS`; ``sweep`` lists
     ``[threshold, v_rand, v_info, pixel_error]`` for each of them. Without
     validation slices a run exports at the config's threshold, or else keeps the
-    threshold of the model it started from. ``model`` defaults to ``setup.model``.
+    threshold of the model it started from.
     """
     if not setup.val_slices:
         return ({} if setup.threshold is None else {"threshold": setup.threshold}), None
     t, z = setup.config.train, setup.val_slices
-    probs = predict_probabilities(model or setup.model, setup.unit_image[z], setup.normalization,
+    probs = predict_probabilities(setup.model, setup.unit_image[z], setup.normalization,
                                   tile=t.tile, batch_size=max(1, t.batch_size),
                                   device=setup.device, autocast_dtype=setup.amp)
     labels, weights = setup.labels[z], np.stack([setup.weights[i] for i in z])
@@ -377,9 +376,6 @@ class _Run:
         self.total_steps = self.steps_per_epoch * t.epochs
         self.optimizer, self.scheduler = make_optimizer(setup.model, setup.config,
                                                         self.total_steps)
-        self.ema = (torch.optim.swa_utils.AveragedModel(
-            setup.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema),
-            use_buffers=True) if t.ema else None)
         self.best: ModelFile = self.model_file(with_state=False)
         self.last_save = time.monotonic()
         self.monitor = t.monitor if setup.val_slices else "train_loss"
@@ -394,21 +390,10 @@ class _Run:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "torch_rng": torch.get_rng_state(),
-                "weights": _cpu_copy(s.model.state_dict()),
-                "ema": self.ema.state_dict() if self.ema else None,
             }
-        state_dict = _cpu_copy(self.evaluated.state_dict())
+        state_dict = _cpu_copy(s.model.state_dict())
         return ModelFile(s.config, s.normalization, state_dict, list(self.state.history),
                          training_state)
-
-    @property
-    def evaluated(self) -> torch.nn.Module:
-        """The network that is validated and saved: the averaged one with ``ema``."""
-        return self.ema.module if self.ema else self.setup.model
-
-    def update_average(self) -> None:
-        if self.ema:
-            self.ema.update_parameters(self.setup.model)
 
     def restore(self, training_state: dict) -> None:
         names = {f.name for f in dataclasses.fields(_State)}
@@ -417,10 +402,6 @@ class _Run:
         if self.scheduler and training_state.get("scheduler"):
             self.scheduler.load_state_dict(training_state["scheduler"])
         torch.set_rng_state(training_state["torch_rng"])
-        if training_state.get("weights") is not None:  # the trained (not averaged) weights
-            self.setup.model.load_state_dict(training_state["weights"])
-        if self.ema and training_state.get("ema") is not None:
-            self.ema.load_state_dict(training_state["ema"])
 
     def save_last(self) -> None:
         if self.output:
@@ -543,7 +524,6 @@ def _loop(run: _Run) -> Generator[Progress, None, str]:
                     f"loss became {loss} at step {st.step + 1}: lower the learning rate "
                     f"(now {t.lr}); the best model so far is kept ({run.output or 'in memory'})"
                 )
-            run.update_average()
             if t.schedule == "cosine":
                 progress = run_progress(st.step + 1, run.total_steps,
                                         time.monotonic() - start_time, t.minutes)
@@ -567,7 +547,7 @@ def _loop(run: _Run) -> Generator[Progress, None, str]:
             st.epoch, st.position, st.epoch_loss_sum, st.epoch_updates = st.epoch + 1, 0, 0.0, 0
             if st.epoch % t.val_every and st.epoch < t.epochs:
                 continue
-        record, preview = validate(setup, run.evaluated)
+        record, preview = validate(setup)
         record = {"epoch": st.epoch, "step": st.step, "train_loss": train_loss, **record,
                   "lr": run.optimizer.param_groups[0]["lr"],
                   "seconds": time.monotonic() - start_time}

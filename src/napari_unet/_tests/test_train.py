@@ -214,3 +214,13 @@ def test_a_fixed_threshold_is_the_exported_one(isbi_small, tiny_config, tmp_path
     config = config.replace(train={"val_slices": ()})
     drain(train(image, labels, config, output=tmp_path / "f.pt", init=model_path))
     assert load_model(tmp_path / "f.pt").threshold == 0.45
+
+
+def test_cosine_schedule_follows_steps_or_the_time_budget():
+    from napari_unet.train import cosine_lr, run_progress
+
+    assert cosine_lr(0.1, 0.0) == 0.1 and cosine_lr(0.1, 1.0) == 0.0
+    assert cosine_lr(0.1, 0.5) == pytest.approx(0.05) and cosine_lr(0.1, 2.0) == 0.0
+    assert run_progress(50, 100, 30.0, None) == 0.5  # no budget: by steps
+    assert run_progress(50, 100, 45.0, 1.0) == 0.75  # the budget ends the run first
+    assert run_progress(90, 100, 6.0, 1.0) == 0.9
