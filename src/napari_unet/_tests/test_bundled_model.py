@@ -35,9 +35,9 @@ def test_segments_slices_it_never_trained_on():
                                   model_file.normalization, tile=model_file.config.train.tile)
     scores = evaluate(probs, labels[HELD_OUT], threshold=model_file.threshold)
     assert scores["v_rand"] >= 0.95, scores
-    assert scores["pixel_error"] <= 0.15, scores
+    assert scores["pixel_error"] <= 0.10, scores
     # not thick: the mask's membrane fraction stays near the labels' (0.22)
-    assert (probs > model_file.threshold).mean() <= 0.3
+    assert (probs > model_file.threshold).mean() <= 0.27
 
 
 def test_predict_command_takes_the_name(tmp_path, isbi_small, capsys):
