@@ -52,7 +52,7 @@ CONFIG_FLAGS = [
     ("--batch-size", "train", "batch_size", int, "tiles per step (paper 1, cpu 4)"),
     ("--accumulate", "train", "accumulate", int, "steps per optimizer update"),
     ("--optimizer", "train", "optimizer", str, "sgd (paper, momentum 0.99) or adam (cpu)"),
-    ("--lr", "train", "lr", float, "learning rate (paper 0.01, cpu 0.001)"),
+    ("--lr", "train", "lr", float, "learning rate (paper 0.01, cpu 0.003)"),
     ("--momentum", "train", "momentum", float, "SGD momentum (0.99)"),
     ("--schedule", "train", "schedule", str, "none (default), cosine or plateau"),
     ("--patience", "train", "patience", int, "validations without improvement before stopping"),

@@ -206,7 +206,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # ablation behind every entry).
     "cpu": {
         "model": {"padding": "same", "base_channels": 16, "batch_norm": True},
-        "train": {"optimizer": "adam", "lr": 1e-3, "tile": 192, "batch_size": 4,
+        "train": {"optimizer": "adam", "lr": 3e-3, "tile": 192, "batch_size": 4,
                   "weight_decay": 0.0, "threshold": 0.5},
         # Cross-entropy with membrane pixels counted twice: thin membranes whose
         # probabilities are cut at 0.5; the paper's weight map thickens the mask.
@@ -225,7 +225,7 @@ PRESET_HELP = {
     "auto": "cpu on a CPU or Apple GPU, paper on an NVIDIA GPU",
     "paper": "the paper: valid padding, 64 channels, 388 px tiles, SGD momentum 0.99, "
              "w0 10, sigma 5",
-    "cpu": "same padding, 16 channels, batch norm, 192 px tiles, batch 4, Adam 1e-3, "
+    "cpu": "same padding, 16 channels, batch norm, 192 px tiles, batch 4, Adam 3e-3, "
            "cross-entropy with membranes weighted 2 cut at 0.5, "
            "flips and 90-degree rotations only",
 }
