@@ -7,10 +7,10 @@ the CPU, prediction of the stack with it, two slices of the mask corrected and a
 retraining, and an export. Model files and exports go to a scratch folder that is
 removed at the end. About 5 minutes on a 2-core CPU.
 
-Before each picture the layers not under discussion are hidden, and the augmentation
-preview's layers are deleted (the widget brings them back at the next slice change):
-`save_screenshot` fits the view to every layer, hidden or not, and the sample mosaic
-lies beside the image.
+The first picture is the demo's own (`demo`). Before each of the others the layers not
+under discussion are hidden, and the augmentation preview's layers are deleted (the widget
+brings them back at the next slice change): `save_screenshot` fits the view to every layer,
+hidden or not, and the sample mosaic lies beside the image.
 """
 
 import shutil
@@ -23,7 +23,13 @@ from napari._qt.dialogs.qt_notification import NapariQtNotification
 from qtpy.QtWidgets import QAbstractSpinBox, QApplication, QLineEdit
 from scipy.ndimage import uniform_filter
 
-from napari_unet._widgets.demo import PLUGIN, build_demo_viewer, save_screenshot
+from napari_unet._widgets.demo import (
+    PLUGIN,
+    build_demo_viewer,
+    save_screenshot,
+    settle,
+    show_first_look,
+)
 
 IMAGES = Path(__file__).parent / "images"
 SCRATCH = Path(tempfile.gettempdir()) / "napari-unet-docs"
@@ -82,6 +88,16 @@ def shot(viewer, name: str, *visible: str, select: str) -> None:
     wait()
     seconds = time.monotonic() - START
     print(f"saved {save_screenshot(viewer, IMAGES / name)} at {seconds:.0f} s", flush=True)
+
+
+def demo(viewer) -> None:
+    """Save the demo's own picture, as `napari-unet demo --screenshot` takes it."""
+    viewer.window.resize(1400, 900)
+    settle(viewer)
+    show_first_look(viewer)
+    seconds = time.monotonic() - START
+    print(f"saved {save_screenshot(viewer, IMAGES / 'demo.png', fit=False)} at {seconds:.0f} s",
+          flush=True)
 
 
 def weights_preview(viewer) -> None:
@@ -163,7 +179,7 @@ def main() -> None:
     SCRATCH.mkdir()
     viewer = build_demo_viewer()
     try:
-        shot(viewer, "demo.png", EM, LABELS, "weight map", select="weight map")
+        demo(viewer)
         weights_preview(viewer)
         augment_preview(viewer)
         training(viewer)
