@@ -1,4 +1,4 @@
-"""The demo (`napari-unet demo`): its tabs and its picture."""
+"""The demo (`napari-unet demo`): its tabs, its picture, and the reader it makes napari use."""
 
 import os
 import subprocess
@@ -9,10 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
+import yaml
+from napari.layers import Image, Labels
+from napari.settings import NapariSettings
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QDockWidget, QTabBar
 
 from napari_unet._widgets import augment_preview, demo, prediction
+
+PLUGIN = "napari-unet-em"
 
 
 def dock_tabs(viewer) -> QTabBar:
@@ -112,12 +118,63 @@ def test_demo_first_look_is_the_same_on_every_run(make_napari_viewer, monkeypatc
     assert (picture(viewer)["center"], picture(viewer)["zoom"]) == (first["center"], first["zoom"])
 
 
-def test_demo_command_saves_screenshot(tmp_path):
+@pytest.fixture
+def settings(monkeypatch):
+    """napari settings of this test only (never written to disk)."""
+    from napari import settings as napari_settings
+
+    own = NapariSettings(config_path=None)
+    monkeypatch.setattr(napari_settings, "_SETTINGS", own)
+    return own
+
+
+@pytest.fixture
+def tiffs(tmp_path):
+    labels = np.where(np.eye(16, dtype=bool), 0, 255).astype(np.uint8)  # ISBI convention
+    em = np.random.default_rng(0).integers(0, 256, (5, 16, 16), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "train-labels.tif", labels)
+    tifffile.imwrite(tmp_path / "EM.TIF", em, photometric="minisblack")
+    return tmp_path / "train-labels.tif", tmp_path / "EM.TIF"
+
+
+def test_demo_makes_the_plugin_the_tif_reader(make_napari_viewer, settings, tiffs):
+    from napari.errors import MultipleReaderError
+
+    viewer = make_napari_viewer()
+    labels, em = tiffs
+    # plugin=None is File > Open: napari resolves the reader (in the GUI it asks on this error)
+    with pytest.raises(MultipleReaderError):
+        viewer.open(labels, plugin=None)
+    assert demo.prefer_plugin_reader() == ["*.tif", "*.tiff", "*.TIF", "*.TIFF"]
+    assert settings.plugins.extension2reader["*.tiff"] == PLUGIN
+    (layer,) = viewer.open(labels, plugin=None)
+    assert isinstance(layer, Labels) and set(np.unique(layer.data)) == {1, 2}
+    (layer,) = viewer.open(em, plugin=None)
+    (builtin,) = viewer.open(em, plugin="napari")  # what the user would get otherwise
+    assert isinstance(layer, Image) and isinstance(builtin, Image)
+    np.testing.assert_array_equal(layer.data, builtin.data)
+    assert layer.data.shape == (5, 16, 16)
+    assert demo.prefer_plugin_reader() == []
+
+
+def test_demo_keeps_the_users_reader(make_napari_viewer, settings, tiffs):
+    settings.plugins.extension2reader = {"*.tif": "napari", "*.czi": "other"}
+    viewer = make_napari_viewer()
+    assert demo.prefer_plugin_reader() == []
+    assert settings.plugins.extension2reader == {"*.tif": "napari", "*.czi": "other"}
+    (layer,) = viewer.open(tiffs[0], plugin=None)
+    assert isinstance(layer, Image)  # napari's builtin reader, as the user chose
+
+
+def test_demo_command_saves_screenshot_and_sets_the_reader(tmp_path):
     shot, config = tmp_path / "demo.png", tmp_path / "napari" / "settings.yaml"
     script = Path(sys.executable).parent / "napari-unet"
     out = subprocess.run([str(script), "demo", "--screenshot", str(shot)], capture_output=True,
                          text=True, timeout=600, env={**os.environ, "NAPARI_CONFIG": str(config)})
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "opens .tif and .tiff files with napari-unet" in out.stdout
+    readers = yaml.safe_load(config.read_text())["plugins"]["extension2reader"]
+    assert readers == dict.fromkeys(["*.tif", "*.tiff", "*.TIF", "*.TIFF"], PLUGIN)
     from imageio.v3 import imread
 
     picture = imread(shot)

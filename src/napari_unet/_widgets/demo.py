@@ -150,9 +150,50 @@ def save_screenshot(viewer: napari.Viewer, path: str | Path, *, fit: bool = True
     return Path(path)
 
 
+def reader_patterns() -> list[str]:
+    """Return the file name patterns of the plugin's reader, from its manifest.
+
+    napari must have loaded its plugins first, as creating a viewer does.
+    """
+    from npe2 import PluginManager
+
+    manifest = PluginManager.instance().get_manifest(PLUGIN)
+    return [pattern for reader in manifest.contributions.readers
+            for pattern in reader.filename_patterns]
+
+
+def prefer_plugin_reader(settings=None) -> list[str]:
+    """Make napari-unet napari's reader for TIFF files, unless the user already chose one.
+
+    napari's builtin reader claims ``*.tif`` too, and with two readers and no preference
+    napari asks which one to use on every open. This sets napari's own preference
+    (``plugins.extension2reader``, Preferences > Plugins; napari stores it per Python
+    environment) for the patterns in the manifest, and leaves every pattern alone once
+    any of them has a reader chosen.
+
+    Returns
+    -------
+    patterns : list of str
+        The patterns set now (none when a reader was chosen before).
+    """
+    if settings is None:
+        from napari.settings import get_settings
+
+        settings = get_settings()
+    chosen = settings.plugins.extension2reader
+    patterns = reader_patterns()
+    if any(pattern in chosen for pattern in patterns):
+        return []
+    settings.plugins.extension2reader = {**chosen, **dict.fromkeys(patterns, PLUGIN)}
+    return patterns
+
+
 def open_demo(*, screenshot: str | None = None) -> int:
     """Open the demo; with ``screenshot`` save a PNG of the window and close."""
     viewer = build_demo_viewer()
+    if prefer_plugin_reader():
+        print("napari now opens .tif and .tiff files with napari-unet "
+              "(Preferences > Plugins changes it)")
     if screenshot:
         viewer.window.resize(1400, 900)
     settle(viewer)
