@@ -49,7 +49,7 @@ def main() -> int:
     config = config_for_preset("cpu").replace(
         train={"val_slices": (24, 25, 26), "device": "cpu", "samples_per_epoch": 100_000})
     setup = build_setup(image[:27], labels[:27], config)
-    cores = len(available_cores())
+    cores = available_cores()
     rates = {}
     for threads in sorted({1, cores}):
         torch.set_num_threads(threads)

@@ -5,10 +5,11 @@ import pytest
 
 from napari_unet._widgets import augment_preview, weights_preview
 from napari_unet._widgets.augment_preview import AugmentPreview, Samples, mosaic
+from napari_unet._widgets.session import session
 from napari_unet._widgets.weights_preview import WeightsPreview
 from napari_unet.data import Normalization
 from napari_unet.labels import annotation_to_isbi
-from napari_unet.weights import annotation_weight_map
+from napari_unet.weights import WeightConfig, annotation_weight_map
 
 PLUGIN = "napari-unet-em"
 WAIT = 5000
@@ -35,6 +36,7 @@ def test_weight_map_follows_slice_controls_and_edits(sample_viewer, qtbot, monke
     viewer = sample_viewer
     labels = viewer.layers["ISBI 2012 labels"].data
     viewer.dims.set_current_step(0, 3)
+    session(viewer).set_settings(weights=WeightConfig())  # the paper's map (cpu: plain CE)
     widget = dock(viewer, WeightsPreview)
     qtbot.waitUntil(lambda: widget.layer is not None, timeout=WAIT)
     layer = viewer.layers["weight map"]
@@ -58,6 +60,11 @@ def test_weight_map_follows_slice_controls_and_edits(sample_viewer, qtbot, monke
     viewer.dims.set_current_step(0, 7)
     qtbot.waitUntil(lambda: layer.translate[0] == 7, timeout=WAIT)
     np.testing.assert_array_equal(layer.data[0], annotation_weight_map(labels[7], w0=20.0))
+
+    widget.w0.value, widget.balance.value, widget.membrane_weight.value = 0.0, False, 2.0
+    qtbot.waitUntil(lambda: layer.data.max() == 2.0, timeout=WAIT)  # the cpu preset's map
+    np.testing.assert_array_equal(layer.data[0], np.where(labels[7] == 1, 2.0, 1.0))
+    assert session(viewer).weights == WeightConfig(w0=0.0, balance=False, membrane_weight=2.0)
 
     edited = labels.copy()
     edited[7, :256] = 0  # un-annotate the top half
@@ -94,7 +101,8 @@ def test_weight_map_problems_then_isbi_labels_in_an_image_layer(make_napari_view
     widget.labels_layer.value = viewer.layers["isbi labels"]
     qtbot.waitUntil(lambda: widget.layer is not None, timeout=WAIT)
     assert widget.layer.data.shape == (128, 128)  # a 2D image gets a 2D layer
-    np.testing.assert_array_equal(widget.layer.data, annotation_weight_map(labels))
+    # the settings training will use (the device's preset until changed)
+    np.testing.assert_array_equal(widget.layer.data, session(viewer).weights.of(labels))
     assert viewer.layers["weight map"] not in widget.image_layer.choices
 
 
@@ -131,7 +139,7 @@ def test_augment_preview_layers_reroll_and_strength(sample_viewer, qtbot):
     for i in range(2):
         np.testing.assert_array_equal(same.image[i], Normalization.of(image).unit(image))
         np.testing.assert_array_equal(same.labels[i], labels)
-        np.testing.assert_array_equal(same.weights[i], annotation_weight_map(labels))
+        np.testing.assert_array_equal(same.weights[i], session(viewer).weights.of(labels))
 
 
 def test_augment_samples_strength_zero_without_qt():
