@@ -40,7 +40,18 @@ def _demo_headless(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
+def _check_napari() -> None:
+    """Refuse the demo in one line when napari or Qt is not installed (a core-only install)."""
+    import importlib.util
+
+    missing = [name for name in ("napari", "qtpy") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(f"the demo needs {' and '.join(missing)}: install the GUI extra "
+                         "(pip install -c constraints/cpu.txt -e '.[all]' in a clone)")
+
+
 def _demo(args: argparse.Namespace) -> int:
+    _check_napari()
     if not _has_display():
         return _demo_headless(args)
     from ._widgets.demo import open_demo

@@ -38,3 +38,14 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "napari-unet"
     out = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"napari-unet {napari_unet.__version__}"
+
+
+def test_demo_without_napari_says_what_to_install(capsys, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "napari" else find_spec(name, *a))
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert "the demo needs napari: install the GUI extra" in err and len(err.splitlines()) == 1

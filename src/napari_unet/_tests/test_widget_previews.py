@@ -44,6 +44,7 @@ def test_weight_map_follows_slice_controls_and_edits(sample_viewer, qtbot, monke
     assert layer.translate[0] == 3  # drawn on slice 3 only
     np.testing.assert_array_equal(layer.data[0], annotation_weight_map(labels[3]))
     assert layer.contrast_limits[1] == pytest.approx(layer.data.max())
+    assert layer.contrast_limits[0] == pytest.approx(layer.data[layer.data > 0].min())
     assert widget.status.value.startswith("slice z=3")
     # Nothing changed, or changed and back within the debounce: no new computation.
     data = layer.data

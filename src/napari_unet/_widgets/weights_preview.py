@@ -57,7 +57,14 @@ def fingerprint(array: np.ndarray) -> bytes:
 
 
 def weight_limits(weights: np.ndarray) -> tuple[float, float]:
-    """Return contrast limits for a weight map: 0 to its largest value (at least 1)."""
+    """Return contrast limits for a weight map: its smallest to its largest annotated weight.
+
+    The lightest annotated pixels show black (the EM shows through), the heaviest bright;
+    a map with one weight (or none) runs from 0 to its largest value (at least 1).
+    """
+    annotated = weights[weights > 0]
+    if annotated.size and annotated.max() > annotated.min():
+        return float(annotated.min()), float(annotated.max())
     return 0.0, max(float(weights.max()), 1.0)
 
 
