@@ -29,7 +29,7 @@ from napari_unet.train import build_setup, make_loader, make_optimizer, update, 
 
 def updates_per_second(setup, seconds: float) -> float:
     """Run optimizer updates for ``seconds`` (after 5 warm-up updates); return their rate."""
-    optimizer, _ = make_optimizer(setup.model, setup.config, 1)
+    optimizer, _ = make_optimizer(setup.model, setup.config)
     batches = iter(make_loader(setup, 0, torch.Generator().manual_seed(0)))
     setup.model.train()
     for _ in range(5):

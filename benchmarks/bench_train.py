@@ -57,7 +57,7 @@ def run(image, labels, config, steps, dtype=None, warmup=0):
     setup = build_setup(image, labels, config)
     if dtype is not None:
         setup.model.to(dtype)
-    optimizer, _ = make_optimizer(setup.model, config, steps)
+    optimizer, _ = make_optimizer(setup.model, config)
     if warmup:
         timed_steps(setup, optimizer, warmup, dtype)
     return timed_steps(setup, optimizer, steps, dtype)

@@ -141,7 +141,7 @@ def lr_find(
     setup = build_setup(image, labels, config)
     t = config.train
     setup.samples.length = steps * t.batch_size * t.accumulate
-    optimizer, _ = make_optimizer(setup.model, config, steps)
+    optimizer, _ = make_optimizer(setup.model, config)
     factor = (end / start) ** (1 / max(1, steps - 1))
     batches = iter(make_loader(setup, 0, torch.Generator().manual_seed(t.seed)))
     setup.model.train()

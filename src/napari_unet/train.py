@@ -254,7 +254,7 @@ def make_loader(setup: Setup, start: int, generator: torch.Generator) -> DataLoa
     )
 
 
-def make_optimizer(model, config: Config, total_steps: int):
+def make_optimizer(model, config: Config):
     """Optimizer and learning-rate schedule of a config (a cosine is set by `cosine_lr`)."""
     t = config.train
     if t.optimizer == "sgd":
@@ -342,7 +342,8 @@ def validate(setup: Setup) -> tuple[dict, np.ndarray | None]:
     ce = -np.log(np.clip(p_true, 1e-7, 1.0))
     record = {"val_loss": float((weights * ce).sum() / max(1, np.count_nonzero(weights)))}
     fixed = t.threshold
-    sweep = evaluate_thresholds(probs, labels, sorted({*THRESHOLDS, *([fixed] if fixed else [])}))
+    sweep = evaluate_thresholds(probs, labels,
+                                sorted({*THRESHOLDS, *([] if fixed is None else [fixed])}))
     chosen = (pick_threshold(sweep["per_threshold"]) if fixed is None
               else next(s for s in sweep["per_threshold"] if s["threshold"] == fixed))
     record.update({k: chosen[k] for k in ("pixel_error", "v_rand", "v_info", "threshold")},
@@ -374,8 +375,7 @@ class _Run:
         t = setup.config.train
         self.steps_per_epoch = math.ceil(len(setup.samples) / (t.batch_size * t.accumulate))
         self.total_steps = self.steps_per_epoch * t.epochs
-        self.optimizer, self.scheduler = make_optimizer(setup.model, setup.config,
-                                                        self.total_steps)
+        self.optimizer, self.scheduler = make_optimizer(setup.model, setup.config)
         self.best: ModelFile = self.model_file(with_state=False)
         self.last_save = time.monotonic()
         self.monitor = t.monitor if setup.val_slices else "train_loss"
@@ -391,7 +391,7 @@ class _Run:
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "torch_rng": torch.get_rng_state(),
             }
-        state_dict = _cpu_copy(s.model.state_dict())
+        state_dict = copy.deepcopy({k: v.detach().cpu() for k, v in s.model.state_dict().items()})
         return ModelFile(s.config, s.normalization, state_dict, list(self.state.history),
                          training_state)
 
@@ -589,10 +589,6 @@ def update(setup: Setup, optimizer, batches) -> tuple[float, int]:
         parts += 1
     optimizer.step()
     return total / max(1, parts), tiles
-
-
-def _cpu_copy(state_dict: dict) -> dict:
-    return copy.deepcopy({k: v.detach().cpu() for k, v in state_dict.items()})
 
 
 def _eta(run: _Run, start_time: float, start_step: int) -> float | None:
