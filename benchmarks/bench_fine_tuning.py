@@ -39,7 +39,7 @@ def scores_of(model_path: Path, image, truth) -> dict:
     model_file = load_model(model_path)
     probs = predict_probabilities(model_file.build_model(), model_file.normalization.unit(image),
                                   model_file.normalization, tile=model_file.config.train.tile)
-    result = test_scores(probs, truth, model_file.threshold)
+    result = test_scores(probs, truth, model_file.threshold, model_file.close_gaps)
     return {k: result[k] for k in ("v_rand", "v_info", "pixel_error", "v_rand_max",
                                    "membrane_fraction")} | {"threshold": model_file.threshold}
 
@@ -90,7 +90,8 @@ def main() -> int:
         probs = predict_probabilities(model_file.build_model(),
                                       model_file.normalization.unit(new_image),
                                       model_file.normalization, tile=model_file.config.train.tile)
-        mask = membrane_mask(probs, threshold=model_file.threshold)
+        mask = membrane_mask(probs, threshold=model_file.threshold,
+                             close_gaps=model_file.close_gaps)
         mask[annotated] = new_truth[annotated]
         retrain_labels = retraining_labels(mask, annotated, None)
         widget = model_file.config.replace(train={**RETRAIN_DEFAULTS, "device": "cpu",

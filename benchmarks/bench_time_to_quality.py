@@ -3,9 +3,9 @@
 Both train on ISBI 2012 slices 0-23 of the bundled sample, follow their validation V_rand on
 slices 24-26 while they train, and are scored at the end on slices 27-29, which neither ever
 trains on, with the project's ISBI metric (`napari_unet.metrics`): V_rand, V_info and pixel
-error of the exported mask (each at the threshold it would export with), and the challenge's
-maximum over thresholds. The membrane fraction of each mask is printed next to the truth's,
-since a thick mask can score a high V_rand and still look wrong.
+error of the exported mask (each cut as it would export it: threshold, gaps closed), and the
+challenge's maximum over thresholds. The membrane fraction of each mask is printed next to
+the truth's, since a thick mask can score a high V_rand and still look wrong.
 
 The reference is written here, not with the project's training code: a same-padding U-Net
 (width 16, 4 poolings, batch norm), Adam 1e-3, 4 random 192x192 crops a step with flips and
@@ -161,15 +161,19 @@ def run_project(minutes: float, seed: int, preset: str, settings: dict,
                                   device=torch.device("cpu"))
     curve = [{"minutes": r["seconds"] / 60, "v_rand": r.get("v_rand")} for r in result.history]
     return {"name": f"napari-unet ({preset})", "steps": result.history[-1]["step"],
-            "threshold": best.threshold, "curve": curve, "config": config.to_dict(),
-            **test_scores(probs, labels[TEST], best.threshold)}
+            "threshold": best.threshold, "close_gaps": best.close_gaps, "curve": curve,
+            "config": config.to_dict(),
+            **test_scores(probs, labels[TEST], best.threshold, best.close_gaps)}
 
 
-def test_scores(probs: np.ndarray, truth: np.ndarray, threshold: float) -> dict:
+def test_scores(probs: np.ndarray, truth: np.ndarray, threshold: float,
+                close_gaps: float | None = None) -> dict:
     """Return the exported mask's scores, the challenge's maxima and the membrane fractions."""
     from napari_unet.metrics import evaluate, evaluate_thresholds
+    from napari_unet.postprocess import is_membrane
 
-    exported = evaluate(probs, truth, threshold=threshold)
+    mask = is_membrane(probs, threshold=threshold, close_gaps=close_gaps)
+    exported = evaluate(mask, truth)
     challenge = evaluate_thresholds(probs, truth)  # 0.0, 0.1, ..., 1.0
     return {
         "sweep": [{"threshold": s["threshold"],
@@ -180,7 +184,7 @@ def test_scores(probs: np.ndarray, truth: np.ndarray, threshold: float) -> dict:
         "pixel_error": exported["pixel_error"],
         "v_rand_max": challenge["v_rand_max"],
         "v_info_max": challenge["v_info_max"],
-        "membrane_fraction": float((probs > threshold).mean()),
+        "membrane_fraction": float(mask.mean()),
         "true_membrane_fraction": float((truth == 1).mean()),
     }
 

@@ -74,6 +74,11 @@ class ModelFile:
                 return float(record["threshold"])
         return 0.5
 
+    @property
+    def close_gaps(self) -> float | None:
+        """Seed level of the gap closing of the exported mask (None: off)."""
+        return self.config.train.close_gaps
+
     def describe(self) -> str:
         """Summarise the model in one line: network, training so far, threshold."""
         m = self.config.model
@@ -84,7 +89,8 @@ class ModelFile:
             scores = [r["v_rand"] for r in self.history if r.get("v_rand") is not None]
             if scores:
                 text += f", best V_rand {max(scores):.3f}"
-        return text + f"; threshold {self.threshold:.2f}"
+        text += f"; threshold {self.threshold:.2f}"
+        return text + ("" if self.close_gaps is None else f", gaps closed at {self.close_gaps:g}")
 
     def build_model(self) -> UNet:
         """Return the network with these weights, in eval mode."""

@@ -17,6 +17,7 @@ import numpy as np
 from .errors import InputError
 
 AUTO = "auto"
+OFF = "off"
 
 
 def threshold_arg(text: str) -> float | str:
@@ -28,6 +29,19 @@ def threshold_arg(text: str) -> float | str:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"a number between 0 and 1 or 'auto', not {text!r}") from None
+
+
+def close_gaps_arg(text: str) -> float | str:
+    """``--close-gaps``: a seed level between 0 and 1, or 'off'."""
+    if text.strip().lower() == OFF:
+        return OFF
+    try:
+        level = float(text)
+    except ValueError:
+        level = -1.0
+    if not 0 < level < 1:
+        raise argparse.ArgumentTypeError(f"a number between 0 and 1 or 'off', not {text!r}")
+    return level
 
 
 def switch_arg(text: str) -> bool:
@@ -59,8 +73,11 @@ CONFIG_FLAGS = [
     ("--monitor", "train", "monitor", str, "v_rand (default), v_info, pixel_error or val_loss"),
     ("--workers", "train", "num_workers", int, "data-loading processes"),
     ("--threshold", "train", "threshold", threshold_arg,
-     "membrane threshold of the exported mask: a number (cpu 0.5), or auto (paper): the best "
+     "membrane threshold of the exported mask: a number (cpu 0.6), or auto (paper): the best "
      "V_rand + pixel accuracy on the validation slices"),
+    ("--close-gaps", "train", "close_gaps", close_gaps_arg,
+     "close the mask's gaps with the watershed lines between the cells seeded where "
+     "P(membrane) is at most this (cpu 0.2), or off (paper)"),
     ("--depth", "model", "depth", int, "resolution levels of the U-Net (5)"),
     ("--base-channels", "model", "base_channels", int,
      "channels of the first level (paper 64, cpu 16)"),
@@ -76,7 +93,7 @@ CONFIG_FLAGS = [
 
 
 TRAIN_ONLY = {"epochs", "minutes", "samples_per_epoch", "lr", "schedule", "patience", "monitor",
-              "threshold"}
+              "threshold", "close_gaps"}
 """Config flags of ``train`` alone: how long to train, what to validate, the learning
 rate ``lr-find`` sweeps over."""
 
@@ -115,7 +132,7 @@ def config_from_args(args: argparse.Namespace):
     for _, section, name, _, _ in CONFIG_FLAGS:
         value = getattr(args, f"cfg_{name}", None)
         if value is not None:
-            sections.setdefault(section, {})[name] = None if value == AUTO else value
+            sections.setdefault(section, {})[name] = None if value in (AUTO, OFF) else value
     if getattr(args, "val_slices", None) is not None:
         sections.setdefault("train", {})["val_slices"] = parse_slices(args.val_slices,
                                                                     what="--val-slices")
@@ -345,9 +362,16 @@ def describe_config(config) -> str:
     m, t, w = config.model, config.train, config.weights
     return (f"depth {m.depth}, width {m.base_channels}, {m.padding} padding"
             f"{', batch norm' if m.batch_norm else ''}; tile {t.tile}, batch {t.batch_size}, "
-            f"{t.optimizer} lr {t.lr:g}; {describe_weights(w)}; threshold "
-            f"{'auto' if t.threshold is None else f'{t.threshold:g}'}; augmentation: "
+            f"{t.optimizer} lr {t.lr:g}; {describe_weights(w)}; "
+            f"{describe_mask(t.threshold, t.close_gaps)}; augmentation: "
             f"{describe_augment(config.augment)}")
+
+
+def describe_mask(threshold: float | None, close_gaps: float | None) -> str:
+    """Say how the mask is cut: ``threshold 0.6, gaps closed at 0.2``."""
+    cut = AUTO if threshold is None else f"{threshold:g}"
+    return f"threshold {cut}" + ("" if close_gaps is None else f", gaps closed at {close_gaps:g}")
+
 
 
 def describe_weights(weights) -> str:

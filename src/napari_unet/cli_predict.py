@@ -107,12 +107,23 @@ def _tile(args: argparse.Namespace, model, default: int) -> int:
     return tile
 
 
+def mask_settings(args: argparse.Namespace, model_file) -> tuple[float, float | None]:
+    """Return the threshold and gap closing of the mask: the flags', else the model's."""
+    from .cli_jobs import OFF
+
+    threshold = model_file.threshold if args.threshold is None else args.threshold
+    if args.close_gaps is None:
+        return threshold, model_file.close_gaps
+    return threshold, None if args.close_gaps == OFF else args.close_gaps
+
+
 def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
     """Predict a volume larger than memory, block by block, into zarr arrays."""
     import shutil
     import tempfile
 
     from .checkpoint import load_model
+    from .cli_jobs import describe_mask
     from .devices import autocast_dtype, pick_device
     from .volume import predict_volume, publish, threshold_volume
 
@@ -136,10 +147,10 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
                              autocast_dtype=autocast_dtype(device), tta=args.tta,
                              client=client, overwrite=args.overwrite)
         _drain_with_bar(job, "block")
-        threshold = model_file.threshold if args.threshold is None else args.threshold
-        with step(f"writing the mask (threshold {threshold:g}) to {mask}"):
+        threshold, close_gaps = mask_settings(args, model_file)
+        with step(f"writing the mask ({describe_mask(threshold, close_gaps)}) to {mask}"):
             staged = scratch / mask.name
-            threshold_volume(probabilities, staged, threshold=threshold,
+            threshold_volume(probabilities, staged, threshold=threshold, close_gaps=close_gaps,
                              convention="isbi" if args.isbi else "membrane")
             publish(staged, mask)  # --overwrite was checked before any work
     finally:
@@ -153,6 +164,7 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     """``napari-unet predict``: predict a stack and write its mask (and more)."""
     from .checkpoint import load_model
+    from .cli_jobs import describe_mask
     from .devices import autocast_dtype, pick_device
     from .io import read_image, write_export
     from .postprocess import cell_labels, membrane_mask
@@ -172,11 +184,12 @@ def run_predict(args: argparse.Namespace) -> int:
                   batch_size=args.batch_size, device=device,
                   autocast_dtype=autocast_dtype(device), tta=args.tta)
     probabilities = _drain_with_bar(job, "tile")
-    threshold = model_file.threshold if args.threshold is None else args.threshold
+    threshold, close_gaps = mask_settings(args, model_file)
     write = functools.partial(write_export, convention="isbi" if args.isbi else "membrane",
                               overwrite=args.overwrite)
-    with step(f"writing the mask (threshold {threshold:g}) to {outputs['mask']}"):
-        write("mask", outputs["mask"], membrane_mask(probabilities, threshold=threshold))
+    with step(f"writing the mask ({describe_mask(threshold, close_gaps)}) to {outputs['mask']}"):
+        write("mask", outputs["mask"],
+              membrane_mask(probabilities, threshold=threshold, close_gaps=close_gaps))
     if "probabilities" in outputs:
         with step(f"writing the probabilities to {outputs['probabilities']}"):
             write("probabilities", outputs["probabilities"], probabilities)
@@ -191,6 +204,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def add_predict(jobs) -> None:
     """Register the predict subcommand."""
+    from .cli_jobs import close_gaps_arg
+
     parser = jobs.add_parser(
         "predict", help="predict membranes of a stack with a trained model",
         description="Predict membrane probabilities by overlap-tiling and write the mask "
@@ -209,6 +224,9 @@ def add_predict(jobs) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--threshold", type=float,
                         help="membrane above it (default: the model's, chosen at validation)")
+    parser.add_argument("--close-gaps", type=close_gaps_arg, metavar="LEVEL|off",
+                        help="also mark the watershed lines between the cells seeded where "
+                        "P(membrane) <= LEVEL, closing faint gaps (default: the model's)")
     parser.add_argument("--min-cell-size", type=int, default=30,
                         help="smallest cell in pixels (30)")
     parser.add_argument("--tta", action="store_true",

@@ -35,7 +35,8 @@ from .devices import autocast_dtype, default_workers, pick_device, using_cpu_thr
 from .errors import InputError
 from .jobs import drain
 from .loss import weighted_cross_entropy
-from .metrics import evaluate_thresholds
+from .metrics import evaluate, evaluate_thresholds
+from .postprocess import is_membrane
 from .predict import predict_probabilities
 
 __all__ = ["Event", "Progress", "TrainResult", "TrainingError", "describe_start", "drain",
@@ -326,6 +327,7 @@ def validate(setup: Setup) -> tuple[dict, np.ndarray | None]:
 
     ``pixel_error``, ``v_rand`` and ``v_info`` are those of the mask exported
     at ``threshold`` (the config's ``train.threshold``, or `pick_threshold`'s);
+    (gaps closed when ``train.close_gaps`` says so);
     ``v_rand_max`` and ``v_info_max`` are the challenge's best over `THRESHOLDS`; ``sweep`` lists
     ``[threshold, v_rand, v_info, pixel_error]`` for each of them. Without
     validation slices a run exports at the config's threshold, or else keeps the
@@ -346,6 +348,9 @@ def validate(setup: Setup) -> tuple[dict, np.ndarray | None]:
                                 sorted({*THRESHOLDS, *([] if fixed is None else [fixed])}))
     chosen = (pick_threshold(sweep["per_threshold"]) if fixed is None
               else next(s for s in sweep["per_threshold"] if s["threshold"] == fixed))
+    if t.close_gaps is not None:
+        mask = is_membrane(probs, threshold=chosen["threshold"], close_gaps=t.close_gaps)
+        chosen = {**evaluate(mask, labels), "threshold": chosen["threshold"]}
     record.update({k: chosen[k] for k in ("pixel_error", "v_rand", "v_info", "threshold")},
                   v_rand_max=sweep["v_rand_max"], v_info_max=sweep["v_info_max"],
                   sweep=[[s["threshold"], s["v_rand"], s["v_info"], s["pixel_error"]]

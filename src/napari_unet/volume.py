@@ -68,6 +68,7 @@ from .data import Normalization, mirror_indices
 from .errors import InputError
 from .io import overlap
 from .model import UNet
+from .postprocess import lazy_membrane
 from .predict import TilePlan, _forward, output_tile
 
 DEFAULT_BLOCK = (1, 1024, 1024)
@@ -545,7 +546,8 @@ def publish(staging: str | os.PathLike, output: str | os.PathLike) -> Path:
 
 
 def threshold_volume(probabilities: str | os.PathLike, output: str | os.PathLike, *,
-                     threshold: float, convention: str = "membrane") -> Path:
+                     threshold: float, close_gaps: float | None = None,
+                     convention: str = "membrane") -> Path:
     """Write the exported mask (uint8) of a probability zarr array, block by block.
 
     Parameters
@@ -556,6 +558,9 @@ def threshold_volume(probabilities: str | os.PathLike, output: str | os.PathLike
         The zarr folder to write, with the same chunks; it must not exist.
     threshold : float
         Membrane above it.
+    close_gaps : float or None
+        Also the watershed lines between cells seeded at most this
+        (`napari_unet.postprocess.gap_lines`); computed on whole slices.
     convention : {'membrane', 'isbi'}
         'membrane': 255 = membrane, 0 = not; 'isbi': 0 = membrane, 255 = interior.
 
@@ -565,10 +570,12 @@ def threshold_volume(probabilities: str | os.PathLike, output: str | os.PathLike
     """
     probs = da.from_zarr(str(probabilities))
     membrane, other = (255, 0) if convention == "membrane" else (0, 255)
-    mask = da.where(probs > threshold, np.uint8(membrane), np.uint8(other)).astype(np.uint8)
-    da.to_zarr(mask, str(output))
+    is_membrane = lazy_membrane(probs, threshold=threshold, close_gaps=close_gaps)
+    mask = da.where(is_membrane, np.uint8(membrane), np.uint8(other)).astype(np.uint8)
+    da.to_zarr(mask.rechunk(probs.chunks), str(output))
     zarr.open_array(str(output), mode="r+").attrs.update(
-        {"napari_unet_mask": convention, "threshold": float(threshold)})
+        {"napari_unet_mask": convention, "threshold": float(threshold),
+         "close_gaps": close_gaps})
     return Path(output)
 
 

@@ -146,7 +146,7 @@ def test_presets_flags_and_config_file(files, capsys, tmp_path):
     code, out, err = run([*base, "-o", files / "auto.pt"], capsys)
     assert code == 0, err
     assert out.startswith("preset cpu: depth 3, width 4, same padding, batch norm")
-    assert "; membranes x2; threshold 0.5;" in out.splitlines()[0]
+    assert "; membranes x2; threshold 0.6, gaps closed at 0.2;" in out.splitlines()[0]
     cpu = load_model(files / "auto.pt").config
     assert (cpu.model.padding, cpu.model.batch_norm, cpu.train.optimizer) == ("same", True,
                                                                               "adam")
@@ -162,10 +162,12 @@ def test_presets_flags_and_config_file(files, capsys, tmp_path):
     assert paper.train.optimizer == "adam"  # the config file wins over the preset
     assert "w0 10, sigma 5, class balance; threshold auto;" in out.splitlines()[0]
     code, out, err = run([*base, "-o", files / "flags.pt", "--threshold", "auto", "--w0", "10",
-                          "--balance", "on", "--membrane-weight", "1"], capsys)
+                          "--balance", "on", "--membrane-weight", "1", "--close-gaps", "off"],
+                         capsys)
     assert code == 0, err
     flags = load_model(files / "flags.pt").config
     assert flags.train.threshold is None and flags.weights.balance and flags.weights.w0 == 10
+    assert flags.train.close_gaps is None and "threshold auto; augmentation" in out
     with pytest.raises(SystemExit) as exit_:
         run([*base, "-o", files / "x.pt", "--threshold", "half"], capsys)
     assert exit_.value.code == 2 and "'auto', not 'half'" in capsys.readouterr().err

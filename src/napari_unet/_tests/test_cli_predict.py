@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import signal
 import subprocess
@@ -9,10 +10,11 @@ import pytest
 import tifffile
 import torch
 
-from napari_unet.checkpoint import ModelFile, make_model, save_model
+from napari_unet.checkpoint import ModelFile, load_model, make_model, save_model
 from napari_unet.cli import main
 from napari_unet.data import Normalization
 from napari_unet.io import KIND_KEY, cell_label_array, read_labels, tiff_metadata
+from napari_unet.postprocess import is_membrane
 
 
 @pytest.fixture
@@ -59,6 +61,36 @@ def test_writes_mask_probabilities_and_cells(model_path, stack, tmp_path, capsys
     with tifffile.TiffFile(tmp_path / "mask.tif") as tif:
         assert tif.series[0].axes == "ZYX"
     np.testing.assert_array_equal(read_labels(tmp_path / "mask.tif"), np.where(probs > 0.5, 1, 2))
+
+
+def test_gaps_closed_as_the_model_says_unless_the_flag_says_otherwise(
+        model_path, stack, tmp_path, capsys):
+    model_file = load_model(model_path)
+    closing = tmp_path / "closing.pt"
+    save_model(closing, dataclasses.replace(
+        model_file, config=model_file.config.replace(train={"close_gaps": 0.3})))
+    outputs = {}
+    for name, flags in {"model": [], "off": ["--close-gaps", "off"],
+                        "flag": ["--close-gaps", "0.1"]}.items():
+        path = tmp_path / f"{name}.tif"
+        code, out, err = run(["predict", closing, stack, "-o", path, "--probabilities",
+                              tmp_path / f"{name}_p.tif", "--device", "cpu", *flags], capsys)
+        assert code == 0, err
+        outputs[name] = (read_labels(path) == 1, out)
+    probs = tifffile.imread(tmp_path / "model_p.tif")
+    np.testing.assert_array_equal(outputs["model"][0],
+                                  is_membrane(probs, threshold=0.5, close_gaps=0.3))
+    assert "(threshold 0.5, gaps closed at 0.3)" in outputs["model"][1]
+    np.testing.assert_array_equal(outputs["off"][0], probs > 0.5)
+    assert "(threshold 0.5) to" in outputs["off"][1]
+    np.testing.assert_array_equal(outputs["flag"][0],
+                                  is_membrane(probs, threshold=0.5, close_gaps=0.1))
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", str(closing), str(stack), "-o", str(tmp_path / "x.tif"),
+              "--close-gaps", "1.5"])
+    assert exit_.value.code == 2
+    assert "a number between 0 and 1 or 'off', not '1.5'" in capsys.readouterr().err
+    assert not (tmp_path / "x.tif").exists()
 
 
 def test_isbi_convention(model_path, stack, tmp_path, capsys):
@@ -118,6 +150,17 @@ def test_large_volume_to_zarr_equals_tiff(model_path, stack, tmp_path, capsys):
     assert mask.dtype == np.uint8 and mask.chunks == (1, 32, 32)
     np.testing.assert_array_equal(mask[:], tifffile.imread(tmp_path / "m.tif"))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # gaps are closed on whole slices, whatever the blocks
+    for suffix in ("tif", "zarr"):
+        assert run(["predict", model_path, stack, "-o", tmp_path / f"closed.{suffix}",
+                    "--block", "1,32,32", "--close-gaps", "0.45", "--device", "cpu"],
+                   capsys)[0] == 0
+    closed = zarr.open_array(tmp_path / "closed.zarr")
+    assert closed.chunks == (1, 32, 32) and closed.attrs["close_gaps"] == 0.45
+    np.testing.assert_array_equal(closed[:], tifffile.imread(tmp_path / "closed.tif"))
+    probs = tifffile.imread(tmp_path / "p.tif")
+    np.testing.assert_array_equal(closed[:] == 255,
+                                  is_membrane(probs, threshold=0.5, close_gaps=0.45))
 
 
 def test_blocks_run_on_a_dask_cluster(model_path, stack, tmp_path, capsys):

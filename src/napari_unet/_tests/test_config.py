@@ -72,9 +72,12 @@ def test_presets():
     assert (cpu.model.padding, cpu.model.base_channels, cpu.model.batch_norm) == ("same", 16, True)
     assert (cpu.train.optimizer, cpu.train.tile, cpu.train.batch_size) == ("adam", 192, 4)
     assert (cpu.weights.w0, cpu.weights.balance, cpu.weights.membrane_weight) == (0.0, False, 2.0)
-    assert cpu.train.threshold == 0.5 and Config().train.threshold is None
+    assert (cpu.train.threshold, cpu.train.close_gaps) == (0.6, 0.2)
+    assert Config().train.threshold is None and Config().train.close_gaps is None
     with pytest.raises(InputError, match="threshold must be between 0 and 1"):
         cpu.replace(train={"threshold": 1.0})
+    with pytest.raises(InputError, match="close_gaps must be between 0 and 1, got 0"):
+        cpu.replace(train={"close_gaps": 0})
     assert resolve_preset("auto", "cpu") == resolve_preset("auto", "mps") == "cpu"
     assert resolve_preset("auto", "cuda:1") == "paper"
     assert config_for_preset("auto", device="cpu") == cpu

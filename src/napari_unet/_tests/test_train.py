@@ -7,6 +7,9 @@ import torch
 from napari_unet.checkpoint import load_model
 from napari_unet.devices import cpu_threads
 from napari_unet.errors import InputError
+from napari_unet.metrics import evaluate
+from napari_unet.postprocess import is_membrane
+from napari_unet.predict import predict_probabilities
 from napari_unet.train import (
     THRESHOLDS,
     Event,
@@ -199,6 +202,25 @@ def test_fine_tuning_without_validation_keeps_the_threshold(isbi_small, tiny_con
     scratch = drain(train(image, labels, config, output=tmp_path / "s.pt"))
     assert "threshold" not in scratch.history[-1]
     assert load_model(tmp_path / "s.pt").threshold == 0.5
+
+
+def test_validation_scores_the_mask_with_its_gaps_closed(isbi_small, tiny_config, tmp_path):
+    image, labels = isbi_small
+    config = tiny_config.replace(train={"threshold": 0.45, "close_gaps": 0.2, "epochs": 1})
+    _, result = events(train(image, labels, config, output=tmp_path / "m.pt"))
+    record, model_file = result.history[-1], load_model(tmp_path / "m.pt")
+    assert (model_file.threshold, model_file.close_gaps) == (0.45, 0.2)
+    assert "gaps closed at 0.2" in model_file.describe()
+    val = list(config.train.val_slices)
+    probs = predict_probabilities(model_file.build_model(),
+                                  model_file.normalization.unit(image[val]),
+                                  model_file.normalization, tile=config.train.tile)
+    closed = evaluate(is_membrane(probs, threshold=0.45, close_gaps=0.2), labels[val])
+    assert record["pixel_error"] == pytest.approx(closed["pixel_error"], abs=1e-4)
+    # the sweep stays the challenge's, of the probabilities alone
+    at = next(row for row in record["sweep"] if row[0] == 0.45)
+    assert at[3] == pytest.approx(evaluate(probs, labels[val], threshold=0.45)["pixel_error"],
+                                  abs=1e-4)
 
 
 def test_a_fixed_threshold_is_the_exported_one(isbi_small, tiny_config, tmp_path, model_path):

@@ -1,11 +1,14 @@
 """The Prediction widget in a real viewer, with a tiny untrained network on 128x128 crops."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from napari_unet._widgets import prediction
 from napari_unet._widgets.prediction import CELLS, MASK, PROBABILITY, PredictionWidget
-from napari_unet.postprocess import cell_labels
+from napari_unet.checkpoint import load_model, save_model
+from napari_unet.postprocess import cell_labels, membrane_mask
 
 
 @pytest.fixture
@@ -37,6 +40,21 @@ def test_model_sets_tile_threshold_and_summary(widget, model_path):
     assert widget.threshold.value == pytest.approx(0.42)
     assert widget.tile.value == 64
     assert "depth 3, width 4" in widget.summary.text()
+
+
+def test_gap_closing_follows_the_model(widget, model_path, qtbot, tmp_path):
+    widget.model.value = model_path
+    assert widget.close_gaps.value == 0  # the model closes no gaps
+    model_file = load_model(model_path)
+    closing = save_model(tmp_path / "closing.pt", dataclasses.replace(
+        model_file, config=model_file.config.replace(train={"close_gaps": 0.3})))
+    widget.model.value = closing
+    assert widget.close_gaps.value == pytest.approx(0.3)
+    assert "gaps closed at 0.3" in widget.summary.text()
+    run(qtbot, widget, widget.predict_stack)
+    layers = widget._viewer.layers
+    np.testing.assert_array_equal(layers[MASK].data, membrane_mask(
+        layers[PROBABILITY].data, threshold=0.42, close_gaps=0.3))
 
 
 def test_predict_stack_adds_three_layers(widget, model_path, qtbot, isbi_small):

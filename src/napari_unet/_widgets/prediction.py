@@ -24,8 +24,8 @@ from .._writer import CELLS, PREDICTED
 from ..checkpoint import BUNDLED, ModelFile, is_bundled, load_model
 from ..devices import autocast_dtype, available_devices, pick_device, using_cpu_threads
 from ..errors import InputError
-from ..labels import LABEL_COLORS
-from ..postprocess import cell_labels, membrane_mask
+from ..labels import INTERIOR, LABEL_COLORS, MEMBRANE
+from ..postprocess import cell_labels, lazy_membrane, membrane_mask
 from ..predict import PredictProgress, predict
 from ..volume import predict_volume
 from .closing import StopsWhenClosed
@@ -51,7 +51,7 @@ class Prediction:
 
 
 def prediction_job(model, unit_image, normalization, *, threshold: float,
-                   min_size: int | None, device, **options):
+                   min_size: int | None, device, close_gaps: float | None = None, **options):
     """Predict, then threshold and (when ``min_size`` is not None) label cells.
 
     Parameters
@@ -65,6 +65,8 @@ def prediction_job(model, unit_image, normalization, *, threshold: float,
     min_size : int or None
         Smallest cell seed, in pixels; None: no cells.
     device : torch.device
+    close_gaps : float or None
+        Close the mask's gaps (`napari_unet.postprocess.membrane_mask`); None: off.
     **options
         More keyword arguments of `napari_unet.predict.predict`.
 
@@ -81,7 +83,8 @@ def prediction_job(model, unit_image, normalization, *, threshold: float,
                                   **options)
     cells = None if min_size is None else cell_labels(prob, threshold=threshold,
                                                       min_size=min_size)
-    return Prediction(prob, membrane_mask(prob, threshold=threshold), cells)
+    mask = membrane_mask(prob, threshold=threshold, close_gaps=close_gaps)
+    return Prediction(prob, mask, cells)
 
 
 def volume_job(model_path, volume, output, *, device, **options):
@@ -167,6 +170,10 @@ class PredictionWidget(StopsWhenClosed, QWidget):
         self.batch_size = SpinBox(label="batch", value=4, min=1, max=256)
         self.device = ComboBox(label="device", choices=["auto", *available_devices()])
         self.threshold = FloatSpinBox(label="threshold", value=0.5, min=0.0, max=1.0, step=0.01)
+        self.close_gaps = FloatSpinBox(
+            label="close gaps", value=0.0, min=0.0, max=0.95, step=0.05,
+            tooltip="0: off. Else also mark as membrane the watershed lines between the cells "
+                    "seeded where P(membrane) is at most this, closing faint gaps in the mask")
         self.tta = CheckBox(text="test-time augmentation (8x slower)")
         self.cells = CheckBox(text="label cells")
         self.min_size = SpinBox(label="min cell size", value=30, min=0, max=1_000_000)
@@ -175,7 +182,8 @@ class PredictionWidget(StopsWhenClosed, QWidget):
             tooltip="a lazy layer (dask or zarr, maybe larger than memory) is predicted block "
                     "by block into this zarr folder")
         return Container(widgets=[self.image_layer, self.model, self.tile, self.batch_size,
-                                  self.device, self.threshold, self.tta, self.cells,
+                                  self.device, self.threshold, self.close_gaps, self.tta,
+                                  self.cells,
                                   self.min_size, self.volume_output])
 
     @property
@@ -231,6 +239,7 @@ class PredictionWidget(StopsWhenClosed, QWidget):
             model_file = load_model(path)
             self.tile.value = model_file.config.train.tile
             self.threshold.value = model_file.threshold
+            self.close_gaps.value = model_file.close_gaps or 0.0
             self.summary.setText(model_file.describe())
             self._model_file, self._loaded = model_file, Path(path)
             self.status.setText("")
@@ -259,6 +268,7 @@ class PredictionWidget(StopsWhenClosed, QWidget):
         self._worker = start_job(
             prediction_job, model_file.build_model(), model_file.normalization.unit(image),
             model_file.normalization, threshold=self.threshold.value,
+            close_gaps=self.close_gaps.value or None,
             min_size=self.min_size.value if self.cells.value else None, device=device,
             tile=self.tile.value, batch_size=self.batch_size.value,
             autocast_dtype=autocast_dtype(device), tta=self.tta.value,
@@ -292,7 +302,9 @@ class PredictionWidget(StopsWhenClosed, QWidget):
         """Show the zarr probabilities and their thresholded mask as lazy layers."""
         source = self._target[1]
         prob = da.from_zarr(str(path))
-        mask = prob.map_blocks(membrane_mask, threshold=self.threshold.value, dtype=np.uint8)
+        membrane = lazy_membrane(prob, threshold=self.threshold.value,
+                                 close_gaps=self.close_gaps.value or None)
+        mask = da.where(membrane, np.uint8(MEMBRANE), np.uint8(INTERIOR))
         where = {"scale": source.scale, "translate": source.translate}
         self._viewer.add_image(prob, name=PROBABILITY, colormap="magma",
                                contrast_limits=(0.0, 1.0), opacity=0.7,
