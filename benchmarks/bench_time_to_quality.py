@@ -220,24 +220,31 @@ def launch(kind: str, core: int | None, args, out: Path) -> subprocess.Popen:
 
 
 def plot(results: list[dict], path: Path, minutes: float) -> None:
+    """Draw validation V_rand against minutes: one colour per method, one line per run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    for r in results:
-        points = [(c["minutes"], c["v_rand"]) for c in r["curve"] if c["v_rand"] is not None]
-        if points:
-            line, = ax.plot(*zip(*points, strict=True), marker=".", label=f"{r['name']}, "
-                            "validation (slices 24-26)")
-            ax.plot([minutes], [r["v_rand"]], marker="*", markersize=12, color=line.get_color(),
-                    linestyle="none", label=f"{r['name']}, test (27-29): {r['v_rand']:.3f}")
-    ax.set_xlabel("training minutes (one CPU core)")
-    ax.set_ylabel("V_rand (thinned, foreground-restricted)")
-    ax.set_ylim(0.5, 1.0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    methods = list(dict.fromkeys(r["name"].split(", seed")[0] for r in results))
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.8), dpi=120,
+                             sharey=True, squeeze=False)
+    for ax, method, colour in zip(axes[0], methods, ("tab:blue", "tab:orange", "tab:green"),
+                                  strict=False):
+        runs = [r for r in results if r["name"].split(", seed")[0] == method]
+        for r in runs:
+            points = [(c["minutes"], c["v_rand"]) for c in r["curve"] if c["v_rand"] is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), color=colour, alpha=0.45, linewidth=1)
+        tests = [r["v_rand"] for r in runs]
+        ax.plot([minutes] * len(tests), tests, marker="*", markersize=11, color=colour,
+                linestyle="none", label="test (27-29): " + ", ".join(f"{v:.3f}" for v in tests))
+        ax.set_title(f"{method}: {len(runs)} run{'s' if len(runs) > 1 else ''}", fontsize=9)
+        ax.set_xlabel("training minutes (one CPU core)")
+        ax.set_ylim(0.5, 1.0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0][0].set_ylabel("V_rand on validation slices 24-26")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
