@@ -7,6 +7,10 @@ its gaps closed (`napari_unet.postprocess.gap_lines`), with the challenge's scor
 row of each model, 0.5 without closing, is the baseline. Usage::
 
     python benchmarks/bench_mask_cut.py A.pt B.pt [--thresholds 0.5,0.6,0.65] [--levels 0.2,0.3]
+        [--val 24,25,26] [--test 27,28,29|none]
+
+A model may be ``isbi2012``, the bundled model (validated on 5, 15, 25: ``--val 5,15,25
+--test none``).
 """
 
 import argparse
@@ -14,10 +18,9 @@ import sys
 
 import numpy as np
 
-VAL, TEST = [24, 25, 26], [27, 28, 29]
 
-
-def rows_of(path: str, thresholds: list[float], levels: list[float]) -> list[dict]:
+def rows_of(path: str, sets: dict[str, list[int]], thresholds: list[float],
+            levels: list[float]) -> list[dict]:
     """Score one model's masks on the validation and the test slices."""
     import torch
 
@@ -30,7 +33,7 @@ def rows_of(path: str, thresholds: list[float], levels: list[float]) -> list[dic
     image, labels = isbi2012()
     model_file = load_model(path)
     rows = []
-    for name, slices in (("val", VAL), ("test", TEST)):
+    for name, slices in sets.items():
         probs = predict_probabilities(model_file.build_model(),
                                       model_file.normalization.unit(image[slices]),
                                       model_file.normalization, tile=model_file.config.train.tile,
@@ -51,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="+")
     parser.add_argument("--thresholds", default="0.5,0.6,0.65")
     parser.add_argument("--levels", default="0.2,0.3", help="gap-closing seed levels")
+    parser.add_argument("--val", default="24,25,26", help="slices the cut may be chosen on")
+    parser.add_argument("--test", default="27,28,29", help="slices never trained on, or none")
     args = parser.parse_args(argv)
+    sets = {name: [int(z) for z in text.split(",")]
+            for name, text in (("val", args.val), ("test", args.test)) if text != "none"}
     thresholds = [float(t) for t in args.thresholds.split(",")]
     levels = [float(t) for t in args.levels.split(",")]
     import torch
@@ -61,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'membrane':>10}")
     means: dict[tuple, list] = {}
     for path in args.models:
-        for r in rows_of(path, thresholds, levels):
+        for r in rows_of(path, sets, thresholds, levels):
             cut = f"{r['threshold']:g}" + ("" if r["close_gaps"] is None
                                            else f", closed at {r['close_gaps']:g}")
             print(f"{path.rsplit('/', 1)[-1]:<12}{r['slices']:<7}{cut:<22}{r['v_rand']:>8.3f}"
