@@ -1,45 +1,24 @@
-"""A small line plot drawn with QPainter: curves, a log-x option, ticks, a legend, a marker.
+"""Line plots for the widgets, drawn with pyqtgraph: loss curves and the learning-rate sweep.
 
-Enough for loss curves and the learning-rate sweep without a plotting dependency.
-Redraws are throttled: data may arrive hundreds of times a second, the plot repaints
-at most `MAX_FPS` times a second.
+The mouse wheel zooms, dragging pans (a right-drag zooms each axis), the "A" button at the
+bottom left (shown while the view is zoomed or panned) resets the view, and hovering shows the
+values of the nearest point. Clicking a legend entry hides or shows its curve.
+
+Redraws are throttled: data may arrive hundreds of times a second, the plot redraws at most
+`MAX_FPS` times a second.
 """
 
 import math
 import time
 from dataclasses import dataclass, field
 
-from qtpy.QtCore import QPointF, QRectF, Qt, QTimer
-from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
-from qtpy.QtWidgets import QSizePolicy, QWidget
+import numpy as np
+import pyqtgraph as pg
+from qtpy.QtCore import QPointF, Qt, QTimer
+from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 MAX_FPS = 10
-MARGINS = (52, 24, 44, 34)  # left, top, right, bottom (px)
-RIGHT_TITLE = 16  # more room on the right for a right axis title beside its tick labels
-
-
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Return round tick values (steps of 1, 2 or 5 times a power of ten) within [lo, hi]."""
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        return [lo] if math.isfinite(lo) else []
-    raw = (hi - lo) / max(1, count)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.ceil(lo / step - 1e-9) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-def log_ticks(lo: float, hi: float) -> list[float]:
-    """Return the powers of ten within [lo, hi] (both positive)."""
-    return [10.0**e for e in range(math.ceil(math.log10(lo) - 1e-9),
-                                   math.floor(math.log10(hi) + 1e-9) + 1)]
-
-
-def tick_label(value: float, *, log: bool = False) -> str:
-    """Format a tick value briefly: ``0.5``, ``1200``, ``1e-4``."""
-    if log:
-        return f"1e{round(math.log10(value))}"
-    return f"{value:.3g}"
+HOVER_PX = 40  # the nearest point is shown when it is at most this far from the mouse (pixels)
 
 
 @dataclass
@@ -52,6 +31,13 @@ class Series:
     points: bool = False
     xs: list = field(default_factory=list)
     ys: list = field(default_factory=list)
+
+
+class _Legend(pg.LegendItem):
+    """pyqtgraph's legend, kept in its row above the plot: not dragged over the curves."""
+
+    def mouseDragEvent(self, ev):
+        ev.ignore()
 
 
 class PlotWidget(QWidget):
@@ -75,15 +61,82 @@ class PlotWidget(QWidget):
         self.marker: tuple[float, str] | None = None
         self.ylim: tuple[float, float] | None = None
         self.colors = {"background": "#23242b", "axes": "#565f6c", "text": "#f0f1f2"}
+        self.curves: dict[str, pg.PlotDataItem] = {}  # by series name
+        self._drawn: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # what the curves show
+        self._marker_line: pg.InfiniteLine | None = None
+        self._build_view()
         self.setMinimumHeight(170)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self._timer = QTimer(self, singleShot=True)
         self._timer.timeout.connect(self._redraw)
         self._last_redraw = -math.inf
+        self.set_colors(**self.colors)
+
+    def _build_view(self) -> None:
+        self.view = pg.GraphicsLayoutWidget()
+        self.view.ci.setContentsMargins(2, 2, 6, 2)
+        self.legend = _Legend(colCount=4, frame=False, horSpacing=4)
+        self.legend.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        self.view.addItem(self.legend, row=0, col=0)
+        self.view.ci.layout.setAlignment(self.legend, Qt.AlignmentFlag.AlignRight)
+        item = self.plot_item = self.view.addPlot(row=1, col=0)
+        item.setMenuEnabled(True)
+        item.showGrid(x=True, y=True, alpha=0.3)
+        item.setLabel("bottom", self.xlabel)
+        item.setLabel("left", self.ylabel)
+        item.setLogMode(x=self.log_x, y=False)
+        for side in ("left", "bottom", "right"):
+            item.getAxis(side).enableAutoSIPrefix(False)  # 0.5, not 500 (x0.001)
+        item.autoBtn.clicked.disconnect()
+        item.autoBtn.clicked.connect(lambda *_: self.reset_view())
+        self.right_box = None
+        if self.right_label:
+            self._add_right_axis()
+        self._tip = pg.TextItem(anchor=(0, 1))
+        self._dot = pg.ScatterPlotItem(size=9)
+        for hover_item in (self._dot, self._tip):
+            hover_item.setZValue(10)
+            hover_item.hide()
+            item.vb.addItem(hover_item, ignoreBounds=True)
+        self.view.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.view)
+
+    def _add_right_axis(self) -> None:
+        """Add a view box for the right axis: x follows the plot, y fits its own data.
+
+        It lies under the plot's view box, in the same place, and the plot's box takes the
+        mouse: zoom and pan move x for both, and the right axis keeps fitting the curves in view.
+        """
+        item, box = self.plot_item, pg.ViewBox(enableMenu=False)
+        item.showAxis("right")
+        item.setLabel("right", self.right_label)
+        item.getAxis("right").linkToView(box)
+        box.setParentItem(item)
+        box.setZValue(-100)
+        box.setMouseEnabled(x=False, y=False)
+        box.setAutoVisible(y=True)
+        item.vb.geometryChanged.connect(lambda: box.setGeometry(item.vb.geometry()))
+        box.setXLink(item.vb)
+        self.right_box = box
+
+    # --- data ------------------------------------------------------------------------------
 
     def add_series(self, name: str, color: str, *, axis="left", points=False) -> None:
         """Add an empty curve; ``points`` also draws a dot per value (for sparse data)."""
         self.series[name] = Series(name, color, axis, points)
+        symbol = {"symbol": "o", "symbolSize": 5, "symbolBrush": color, "symbolPen": None}
+        curve = pg.PlotDataItem(pen=pg.mkPen(color, width=1.6), antialias=True,
+                                autoDownsample=True, clipToView=True,
+                                **(symbol if points else {}))
+        if axis == "right":
+            curve.setLogMode(self.log_x, False)
+            self.right_box.addItem(curve)
+        else:
+            self.plot_item.addItem(curve)
+        self.curves[name] = curve
+        self.legend.addItem(curve, name)
 
     def append(self, name: str, x: float, y: float | None) -> None:
         """Add one point to a curve (None and non-finite values are skipped)."""
@@ -102,12 +155,25 @@ class PlotWidget(QWidget):
     def set_marker(self, x: float | None, text: str = "") -> None:
         """Draw a labelled vertical line at ``x`` (None removes it)."""
         self.marker = None if x is None else (float(x), text)
-        self.schedule_redraw()
+        if self._marker_line is not None:
+            self.plot_item.removeItem(self._marker_line)
+            self._marker_line = None
+        if self.marker is not None:
+            color = self.colors["text"]
+            self._marker_line = pg.InfiniteLine(
+                self._view_x(self.marker[0]), angle=90,
+                pen=pg.mkPen(color, style=Qt.PenStyle.DashLine), label=text,
+                labelOpts={"position": 0.08, "color": color})
+            self.plot_item.addItem(self._marker_line, ignoreBounds=True)
 
     def set_ylim(self, lo: float | None = None, hi: float | None = None) -> None:
-        """Fix the left axis' range (None: fit the data), e.g. to ignore a diverging tail."""
+        """Fix the left axis' range (None: fit the data), e.g. to ignore a diverging tail.
+
+        The view keeps the range until the user zooms or pans; "A" returns to it.
+        """
         self.ylim = None if lo is None or hi is None or not hi > lo else (float(lo), float(hi))
-        self.schedule_redraw()
+        if self.plot_item.vb.autoRangeEnabled()[0]:  # not zoomed or panned by the user
+            self._apply_ylim()
 
     def clear(self) -> None:
         """Remove every point, the marker and a fixed range (the curves stay, empty)."""
@@ -115,19 +181,50 @@ class PlotWidget(QWidget):
             series.xs, series.ys = [], []
         self.ylim = None
         self.set_marker(None)
+        self.reset_view()
+        self.schedule_redraw()
+
+    def reset_view(self) -> None:
+        """Fit the view to the data again (or to the fixed range, see `set_ylim`)."""
+        self.plot_item.enableAutoRange()
+        if self.right_box is not None:
+            self.right_box.enableAutoRange()
+        self._apply_ylim()
+
+    def _apply_ylim(self) -> None:
+        if self.ylim is None:
+            self.plot_item.enableAutoRange(axis="y")
+        else:
+            self.plot_item.setYRange(*self.ylim, padding=0)
+
+    # --- looks -----------------------------------------------------------------------------
 
     def set_colors(self, *, background: str, axes: str, text: str) -> None:
         """Follow a theme: colours as ``#rrggbb``."""
         self.colors = {"background": background, "axes": axes, "text": text}
-        self.schedule_redraw()
+        self.view.setBackground(background)
+        for side in ("left", "bottom", "right"):
+            axis = self.plot_item.getAxis(side)
+            axis.setPen(axes)
+            axis.setTextPen(text)
+        self.legend.setLabelTextColor(text)
+        fill = pg.mkColor(background)
+        fill.setAlpha(220)
+        self._tip.fill = pg.mkBrush(fill)
+        self._tip.border = pg.mkPen(axes)
+        self._tip.setColor(text)
+        if self.marker is not None:
+            self.set_marker(*self.marker)
+
+    # --- redraws ---------------------------------------------------------------------------
 
     def schedule_redraw(self) -> None:
-        """Repaint soon, at most `MAX_FPS` times a second.
+        """Redraw soon, at most `MAX_FPS` times a second.
 
-        When the last repaint is old enough the plot repaints with the current event's
-        other updates (a progress bar, a label): the window then repaints once, not twice.
-        That matters where each window repaint is slow (napari's canvas makes Qt compose
-        the whole window with OpenGL; tens of milliseconds with software rendering).
+        When the last redraw is old enough the plot redraws with the current event's other
+        updates (a progress bar, a label): the window then repaints once, not twice. That
+        matters where each window repaint is slow (napari's canvas makes Qt compose the
+        whole window with OpenGL; tens of milliseconds with software rendering).
         """
         if self._timer.isActive():
             return
@@ -139,142 +236,68 @@ class PlotWidget(QWidget):
 
     def _redraw(self) -> None:
         self._last_redraw = time.monotonic()
-        self.update()
+        for name, series in self.series.items():
+            xs, ys = np.array(series.xs, dtype=float), np.array(series.ys, dtype=float)
+            self._drawn[name] = xs, ys
+            self.curves[name].setData(xs, ys)
 
-    # --- drawing -----------------------------------------------------------------------
+    # --- values on hover -------------------------------------------------------------------
 
-    def _x(self, value: float) -> float:
-        return math.log10(value) if self.log_x else value
+    def nearest(self, scene_pos: QPointF) -> tuple[str, float, float] | None:
+        """Return the drawn point nearest to ``scene_pos`` (within `HOVER_PX`): name, x, y."""
+        best, best_distance = None, HOVER_PX
+        for name, (xs, ys) in self._drawn.items():
+            if not xs.size or not self.curves[name].isVisible():
+                continue
+            box = self.right_box if self.series[name].axis == "right" else self.plot_item.vb
+            px, py = _to_scene(box, self._view_x(xs), ys)
+            inside = box.sceneBoundingRect()
+            distance = np.hypot(px - scene_pos.x(), py - scene_pos.y())
+            distance[(py < inside.top() - 1) | (py > inside.bottom() + 1)] = np.inf
+            i = int(np.argmin(distance))
+            if distance[i] <= best_distance:
+                best, best_distance = (name, float(xs[i]), float(ys[i])), distance[i]
+        return best
 
-    def _ranges(self) -> dict[str, tuple[float, float] | None]:
-        ranges = {"x": None, "left": None, "right": None}
-        for s in self.series.values():
-            if s.xs:
-                ranges["x"] = _union(ranges["x"], (min(s.xs), max(s.xs)))
-                ranges[s.axis] = _union(ranges[s.axis], (min(s.ys), max(s.ys)))
-        if self.marker and ranges["x"]:
-            ranges["x"] = _union(ranges["x"], (self.marker[0], self.marker[0]))
-        ranges = {k: None if r is None else _padded(r, log=k == "x" and self.log_x)
-                  for k, r in ranges.items()}
-        if self.ylim and ranges["left"]:
-            ranges["left"] = self.ylim
-        return ranges
+    def hover_text(self, name: str, x: float, y: float) -> str:
+        """Return the text shown beside a point: ``"val loss: 0.412"``, ``"step 120"``."""
+        return f"{name}: {y:.4g}\n{self.xlabel} {_number(x)}".strip()
 
-    def paintEvent(self, event):
-        """Draw the axes, curves, marker and legend."""
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        painter.fillRect(self.rect(), QColor(self.colors["background"]))
-        left, top, right, bottom = MARGINS
-        right += RIGHT_TITLE if self.right_label else 0
-        area = QRectF(left, top, self.width() - left - right, self.height() - top - bottom)
-        ranges = self._ranges()
-        self._draw_frame(painter, area, ranges)
-        if ranges["x"] is not None:
-            for s in self.series.values():
-                if s.xs and ranges[s.axis] is not None:
-                    self._draw_series(painter, area, s, ranges["x"], ranges[s.axis])
-            self._draw_marker(painter, area, ranges["x"])
-        self._draw_legend(painter, area)
-        painter.end()
-
-    def _map(self, area, x, y, xr, yr) -> QPointF:
-        x0, x1 = (self._x(v) for v in xr)
-        px = area.left() + (self._x(x) - x0) / (x1 - x0) * area.width()
-        py = area.bottom() - (y - yr[0]) / (yr[1] - yr[0]) * area.height()
-        return QPointF(px, py)
-
-    def _draw_frame(self, painter, area, ranges) -> None:
-        text, axes = QColor(self.colors["text"]), QColor(self.colors["axes"])
-        painter.setPen(QPen(axes, 1))
-        painter.drawRect(area)
-        xr = ranges["x"]
-        if xr is not None:
-            ticks = log_ticks(*xr) if self.log_x else nice_ticks(*xr)
-            for t in ticks:
-                p = self._map(area, t, 0, xr, (0, 1))
-                painter.setPen(QPen(axes, 1))
-                painter.drawLine(QPointF(p.x(), area.bottom()), QPointF(p.x(), area.bottom() + 4))
-                painter.setPen(text)
-                painter.drawText(QRectF(p.x() - 30, area.bottom() + 4, 60, 14),
-                                 Qt.AlignmentFlag.AlignHCenter, tick_label(t, log=self.log_x))
-        for side in ("left", "right"):
-            if ranges[side] is not None:
-                self._draw_y_ticks(painter, area, ranges[side], side)
-        painter.setPen(text)
-        painter.drawText(QRectF(area.left(), self.height() - 15, area.width(), 14),
-                         Qt.AlignmentFlag.AlignHCenter, self.xlabel)
-        self._draw_y_title(painter, self.ylabel, 14)
-        if self.right_label:
-            self._draw_y_title(painter, self.right_label, self.width() - 2)
-
-    def _draw_y_ticks(self, painter, area, yr, side) -> None:
-        x = area.left() if side == "left" else area.right()
-        for t in nice_ticks(*yr, count=4):
-            y = area.bottom() - (t - yr[0]) / (yr[1] - yr[0]) * area.height()
-            painter.setPen(QPen(QColor(self.colors["axes"]), 1))
-            painter.drawLine(QPointF(x - 4 if side == "left" else x, y),
-                             QPointF(x if side == "left" else x + 4, y))
-            painter.setPen(QColor(self.colors["text"]))
-            box = QRectF(x - 44, y - 7, 38, 14) if side == "left" else QRectF(x + 6, y - 7, 38, 14)
-            align = Qt.AlignmentFlag.AlignRight if side == "left" else Qt.AlignmentFlag.AlignLeft
-            painter.drawText(box, align | Qt.AlignmentFlag.AlignVCenter, tick_label(t))
-
-    def _draw_y_title(self, painter, title, x) -> None:
-        left = x < self.width() / 2
-        painter.save()
-        painter.translate(x, self.height() / 2)
-        painter.rotate(-90 if left else 90)  # text reads towards the plot on both sides
-        painter.drawText(QRectF(-80, -12 if left else 0, 160, 14),
-                         Qt.AlignmentFlag.AlignHCenter, title)
-        painter.restore()
-
-    def _draw_series(self, painter, area, s, xr, yr) -> None:
-        points = [self._map(area, x, y, xr, yr) for x, y in zip(s.xs, s.ys, strict=True)]
-        painter.save()
-        painter.setClipRect(area)
-        painter.setPen(QPen(QColor(s.color), 1.6))
-        path = QPainterPath(points[0])
-        for p in points[1:]:
-            path.lineTo(p)
-        painter.drawPath(path)
-        if s.points:
-            painter.setBrush(QColor(s.color))
-            for p in points:
-                painter.drawEllipse(p, 2.5, 2.5)
-        painter.restore()
-
-    def _draw_marker(self, painter, area, xr) -> None:
-        if self.marker is None:
+    def _on_mouse_moved(self, scene_pos: QPointF) -> None:
+        box = self.plot_item.vb
+        hit = self.nearest(scene_pos) if box.sceneBoundingRect().contains(scene_pos) else None
+        if hit is None:
+            self._tip.hide()
+            self._dot.hide()
             return
-        x = self._map(area, self.marker[0], 0, xr, (0, 1)).x()
-        painter.setPen(QPen(QColor(self.colors["text"]), 1, Qt.PenStyle.DashLine))
-        painter.drawLine(QPointF(x, area.top()), QPointF(x, area.bottom()))
-        if x < area.center().x():  # label on the side with room
-            box, align = QRectF(x + 4, area.bottom() - 18, 120, 14), Qt.AlignmentFlag.AlignLeft
-        else:
-            box, align = QRectF(x - 124, area.bottom() - 18, 120, 14), Qt.AlignmentFlag.AlignRight
-        painter.drawText(box, align, self.marker[1])
+        name, x, y = hit
+        series_box = self.right_box if self.series[name].axis == "right" else box
+        px, py = _to_scene(series_box, np.array([self._view_x(x)]), np.array([y]))
+        point = box.mapSceneToView(QPointF(float(px[0]), float(py[0])))
+        self._dot.setData([point.x()], [point.y()], brush=self.series[name].color,
+                          pen=pg.mkPen(self.colors["text"]))
+        self._tip.setText(self.hover_text(name, x, y))
+        view = box.sceneBoundingRect()
+        self._tip.setAnchor((1.0 if px[0] > view.center().x() else 0.0,
+                             0.0 if py[0] < view.center().y() else 1.0))  # toward the middle
+        self._tip.setPos(point)
+        self._dot.show()
+        self._tip.show()
 
-    def _draw_legend(self, painter, area) -> None:
-        x, y = area.right(), area.top() - 20  # above the frame, clear of the curves
-        for s in reversed(list(self.series.values())):
-            width = painter.fontMetrics().horizontalAdvance(s.name)
-            painter.setPen(QPen(QColor(s.color), 2))
-            painter.drawLine(QPointF(x - width - 22, y + 7), QPointF(x - width - 6, y + 7))
-            painter.setPen(QColor(self.colors["text"]))
-            painter.drawText(QRectF(x - width, y, width, 14), Qt.AlignmentFlag.AlignLeft, s.name)
-            x -= width + 34
-
-
-def _union(a, b):
-    return b if a is None else (min(a[0], b[0]), max(a[1], b[1]))
+    def _view_x(self, x):
+        """Return x where the view box has it: its log10 on a log axis."""
+        return np.log10(x) if self.log_x else x
 
 
-def _padded(r: tuple[float, float], *, log: bool) -> tuple[float, float]:
-    """Widen a range a little (and a point to an interval) so curves do not touch the frame."""
-    lo, hi = r
-    if log:
-        return (lo / 1.5, hi * 1.5) if hi > lo else (lo / 10, hi * 10)
-    span = hi - lo or abs(hi) or 1.0
-    return lo - 0.05 * span, hi + 0.05 * span
+def _to_scene(box: pg.ViewBox, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map view-box coordinates to scene pixels, for many points at once."""
+    rect, view = box.sceneBoundingRect(), box.viewRect()
+    width, height = view.width() or 1.0, view.height() or 1.0
+    px = rect.left() + (xs - view.left()) / width * rect.width()
+    py = rect.bottom() - (ys - view.top()) / height * rect.height()
+    return px, py
+
+
+def _number(value: float) -> str:
+    """Format briefly: ``1200`` for a step, ``0.00312`` for a learning rate."""
+    return f"{value:.6g}" if float(value).is_integer() else f"{value:.3g}"
