@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_unet._widgets import correct, prediction
+from napari_unet._widgets import correct, prediction, runner
 from napari_unet._widgets.correct import CorrectWidget, retrained_path
 from napari_unet._widgets.prediction import MASK, PredictionWidget
 from napari_unet._widgets.session import CORRECTED, session
@@ -27,7 +27,7 @@ def viewer(make_napari_viewer, isbi_small):
 @pytest.fixture
 def widget(viewer, qtbot, monkeypatch):
     errors = []
-    monkeypatch.setattr(correct, "show_error", errors.append)
+    monkeypatch.setattr(runner, "show_error", errors.append)
     widget = CorrectWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Correct and retrain")
     widget.device.value = "cpu"

@@ -5,7 +5,7 @@ import pytest
 import tifffile
 from napari.layers import Labels
 
-from napari_unet._widgets import export
+from napari_unet._widgets import runner
 from napari_unet._widgets.export import ExportWidget
 from napari_unet._widgets.prediction import CELLS, MARK, MASK, PROBABILITY, PredictionWidget
 from napari_unet._widgets.session import session
@@ -30,7 +30,7 @@ def viewer(make_napari_viewer, isbi_small):
 @pytest.fixture
 def widget(viewer, tmp_path, monkeypatch):
     errors = []
-    monkeypatch.setattr(export, "show_error", errors.append)
+    monkeypatch.setattr(runner, "show_error", errors.append)
     widget = ExportWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Export")
     widget.folder.value = tmp_path

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from napari_unet._widgets import prediction
+from napari_unet._widgets import runner
 from napari_unet._widgets.prediction import CELLS, MASK, PROBABILITY, PredictionWidget
 from napari_unet.checkpoint import load_model, save_model
 from napari_unet.postprocess import cell_labels, membrane_mask
@@ -14,7 +14,7 @@ from napari_unet.postprocess import cell_labels, membrane_mask
 @pytest.fixture
 def widget(make_napari_viewer, isbi_small, qtbot, monkeypatch):
     errors = []
-    monkeypatch.setattr(prediction, "show_error", errors.append)
+    monkeypatch.setattr(runner, "show_error", errors.append)
     viewer = make_napari_viewer()
     viewer.add_image(isbi_small[0], name="em")
     widget = PredictionWidget(viewer)

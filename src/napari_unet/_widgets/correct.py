@@ -10,21 +10,14 @@ original annotation (`napari_unet.labels.retraining_labels`), in the background.
 """
 
 import re
+from functools import partial
 from pathlib import Path
 
 import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, LineEdit, SpinBox
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import (
-    QHBoxLayout,
-    QLabel,
-    QListWidget,
-    QProgressBar,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from napari.utils.notifications import show_info
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..checkpoint import BUNDLED, is_bundled, load_model
 from ..config import RETRAIN_DEFAULTS, Config
@@ -33,19 +26,14 @@ from ..errors import InputError
 from ..labels import annotated_slices, retraining_labels, to_annotation
 from ..train import Event, Progress, TrainResult, last_path_for, train
 from ..validate import check_pair
-from .closing import StopsWhenClosed
+from .corrected import CorrectedSlices
+from .layers import full_resolution, layer_picker, pick_first
 from .plot import PlotWidget
 from .prediction import MARK, MASK
 from .progress import Smoother, describe_start, describe_step, describe_validation
-from .session import (
-    corrected_slices,
-    is_preview,
-    painted_slices,
-    session,
-    set_corrected_slices,
-)
+from .runner import Job, JobWidget
+from .session import session
 from .training_form import DEFAULT_OUTPUT, device_choices, parse_number
-from .worker import error_message, start_job
 
 RETRAINED = re.compile(r"-retrained(-\d+)?$")
 USER_MODELS = DEFAULT_OUTPUT.parent
@@ -69,16 +57,7 @@ def retrained_path(model: Path) -> Path:
     raise InputError(f"no free file name for a retrained model next to {model}")
 
 
-def _layers(viewer, kind, *, predicted: bool | None = None):
-    """Choices callback: layers of ``kind``, only (or never) those the plugin predicted."""
-    def choices(_widget):
-        return [ly for ly in viewer.layers if isinstance(ly, kind)
-                and not is_preview(ly)
-                and (predicted is None or (MARK in ly.metadata) == predicted)]
-    return choices
-
-
-class CorrectWidget(StopsWhenClosed, QWidget):
+class CorrectWidget(JobWidget):
     """Track the slices corrected on a mask and fine-tune the model on them.
 
     Parameters
@@ -88,20 +67,13 @@ class CorrectWidget(StopsWhenClosed, QWidget):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
-        super().__init__(parent)
-        self._viewer = viewer
-        self._worker = None
-        self._mask_layer = None
+        super().__init__(viewer, parent)
         self._output: Path | None = None
-        self._stopped = False
         self._smoother = Smoother()
         self.form = self._make_form(viewer)
-        self.slices = QListWidget()
-        self.slices.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
-        self.slices.setMaximumHeight(110)
-        self.summary, self.status, self.progress = QLabel(""), QLabel(""), QProgressBar()
+        self.slices = CorrectedSlices(viewer)
+        self.summary = QLabel("")
         self.summary.setWordWrap(True)
-        self.status.setWordWrap(True)
         self.plot = PlotWidget(xlabel="step", ylabel="loss", right_label="V_rand")
         self.plot.add_series("train loss", "#4fa3e0")
         self.plot.add_series("V_rand", "#6cc070", axis="right", points=True)
@@ -116,7 +88,8 @@ class CorrectWidget(StopsWhenClosed, QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.plot, stretch=1)
-        self.mask_layer.changed.connect(self._on_mask_chosen)
+        self.slices.changed.connect(self._update_summary)
+        self.mask_layer.changed.connect(self.slices.set_mask)
         self.original.changed.connect(self._update_summary)
         self.model.changed.connect(self._on_model_chosen)
         current = session(viewer)
@@ -124,19 +97,19 @@ class CorrectWidget(StopsWhenClosed, QWidget):
         self.reset_choices()
         if current.model is not None:
             self._follow_model(current.model)
-        self._set_running(False)
+        self.disable_while_running(self.retrain_button)
 
     # --- construction ----------------------------------------------------------------
 
     def _make_form(self, viewer) -> Container:
         Image, Labels = napari.layers.Image, napari.layers.Labels
-        self.image_layer = ComboBox(label="image", choices=_layers(viewer, Image, predicted=False))
-        self.mask_layer = ComboBox(label="mask", choices=_layers(viewer, Labels), nullable=True,
-                                   tooltip="the predicted mask you correct (1 = membrane, "
-                                   "2 = interior, 0 = not annotated)")
-        self.original = ComboBox(label="original labels", nullable=True,
-                                 choices=_layers(viewer, Labels, predicted=False),
-                                 tooltip="the first annotation: its slices stay in training")
+        self.image_layer = layer_picker(viewer, "image", Image, predicted=False)
+        self.mask_layer = layer_picker(viewer, "mask", Labels, nullable=True,
+                                       tooltip="the predicted mask you correct (1 = membrane, "
+                                       "2 = interior, 0 = not annotated)")
+        self.original = layer_picker(viewer, "original labels", Labels, predicted=False,
+                                     nullable=True,
+                                     tooltip="the first annotation: its slices stay in training")
         self.model = FileEdit(label="model", mode="r", filter="*.pt", nullable=True,
                               tooltip="the model to fine-tune (the current model)")
         self.output = FileEdit(label="save to", mode="w", filter="*.pt", nullable=True,
@@ -168,13 +141,11 @@ class CorrectWidget(StopsWhenClosed, QWidget):
         self.retrain_button = QPushButton("Retrain")
         self.retrain_button.setToolTip("fine-tune the model on the corrected and the originally "
                                        "annotated slices")
-        self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("stop after the current step; the last model is saved")
         self.bundled_button = QPushButton("Bundled model")
         self.bundled_button.setToolTip("start from the bundled ISBI 2012 model instead")
         self.bundled_button.setEnabled(BUNDLED["isbi2012"].is_file())
         self.retrain_button.clicked.connect(self.retrain)
-        self.stop_button.clicked.connect(self.stop)
         self.bundled_button.clicked.connect(self.use_bundled_model)
         row = QHBoxLayout()
         for button in (self.retrain_button, self.stop_button, self.bundled_button):
@@ -190,53 +161,22 @@ class CorrectWidget(StopsWhenClosed, QWidget):
     @property
     def corrected(self) -> list[int]:
         """The slices of the mask marked as corrected."""
-        return corrected_slices(self._mask_layer)
+        return self.slices.corrected
 
     def set_corrected(self, slices) -> None:
         """Mark exactly these slices of the mask as corrected."""
-        if self._mask_layer is None:
-            raise InputError("choose the mask layer first (Prediction makes one)")
-        set_corrected_slices(self._mask_layer, slices)
-        self._show_slices()
+        self.slices.set_corrected(slices)
 
     def add_current_slice(self) -> None:
         """Mark the slice shown in the viewer as corrected."""
-        layer = self._mask_layer
-        if layer is None:
-            self._report_error(InputError("choose the mask layer first (Prediction makes one)"))
-            return
-        z = 0
-        if layer.ndim == 3:
-            z = int(np.clip(np.round(layer.world_to_data(self._viewer.dims.point)[0]),
-                            0, layer.data.shape[0] - 1))
-        self.set_corrected([*self.corrected, z])
+        try:
+            self.slices.add_current()
+        except InputError as err:
+            self.report_error(err)
 
     def remove_selected(self) -> None:
         """Unmark the slices selected in the list."""
-        chosen = {int(item.text().split()[-1]) for item in self.slices.selectedItems()}
-        if self._mask_layer is not None:
-            self.set_corrected([z for z in self.corrected if z not in chosen])
-
-    def _on_paint(self, event) -> None:
-        layer = self._mask_layer
-        if layer is None:
-            return
-        painted = painted_slices(event.value, layer.ndim)
-        if not painted <= set(self.corrected):  # most strokes fall on listed slices: no work
-            self.set_corrected(set(self.corrected) | painted)
-
-    def _on_mask_chosen(self, layer) -> None:
-        if self._mask_layer is not None:
-            self._mask_layer.events.paint.disconnect(self._on_paint)
-        self._mask_layer = layer
-        if layer is not None:
-            layer.events.paint.connect(self._on_paint)
-        self._show_slices()
-
-    def _show_slices(self) -> None:
-        self.slices.clear()
-        self.slices.addItems([f"slice {z}" for z in self.corrected])
-        self._update_summary()
+        self.slices.remove_selected()
 
     def _original_slices(self) -> list[int]:
         """Return the slices annotated in the original labels (none if unreadable)."""
@@ -275,62 +215,41 @@ class CorrectWidget(StopsWhenClosed, QWidget):
         try:
             self.output.value = retrained_path(Path(path))
         except InputError as err:
-            self._report_error(err)
+            self.report_error(err)
 
-    # --- running ---------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        """Whether a retraining is in progress."""
-        return self._worker is not None
+    # --- retraining ------------------------------------------------------------------
 
     def reset_choices(self, *_) -> None:
         """Refresh the layer lists; pick the predicted mask and the original labels."""
         self.form.reset_choices()
-        predicted = [ly for ly in self.mask_layer.choices
-                     if ly is not None and ly.metadata.get(MARK) == MASK]
-        if self.mask_layer.value is None and predicted:  # the Prediction widget's mask
-            self.mask_layer.value = predicted[0]
-        originals = [ly for ly in self.original.choices
-                     if ly is not None and ly is not self.mask_layer.value]
-        if self.original.value is None and originals:
-            self.original.value = originals[0]
-        if self.mask_layer.value is not self._mask_layer:
-            self._on_mask_chosen(self.mask_layer.value)
+        pick_first(self.mask_layer, lambda layer: layer.metadata.get(MARK) == MASK)
+        pick_first(self.original, lambda layer: layer is not self.mask_layer.value)
+        if self.mask_layer.value is not self.slices.mask:
+            self.slices.set_mask(self.mask_layer.value)
 
     def retrain(self) -> None:
         """Fine-tune the model on the corrected and the originally annotated slices."""
-        if self._worker is not None:
-            message = "retraining is already running: stop it before starting again"
-            self.status.setText(message)
-            show_info(message)
-            return
-        try:
-            image, labels, init, output, config = self._read_job()
-        except InputError as err:
-            self._report_error(err)
-            return
-        self._output, self._stopped = output, False
+        self.launch(self._retrain_job)
+
+    def _retrain_job(self) -> Job:
+        image, labels, init, output, config = self._read_job()
+        self._output = output
         self._smoother = Smoother()
         self.plot.clear()
-        self.progress.setValue(0)
-        self.status.setText(f"retraining on {len(annotated_slices(labels))} slices…")
-        self._worker = start_job(train, image, labels, config, output=output, init=init,
-                                 connect={"yielded": self._on_progress,
-                                          "returned": self._on_trained,
-                                          "errored": self._on_error,
-                                          "finished": self._on_finished})
-        self._set_running(True)
+        return Job(partial(train, image, labels, config, output=output, init=init),
+                   f"retraining on {len(annotated_slices(labels))} slices…",
+                   progress=lambda p: (p.step, p.total_steps), on_yield=self._on_progress,
+                   on_return=self._on_trained, on_stopped=self._on_stopped)
 
     def _read_job(self):
         """Copy the data and freeze the settings, on the main thread."""
         if self.image_layer.value is None:
             raise InputError("choose the image layer")
-        if self._mask_layer is None:
+        if self.slices.mask is None:
             raise InputError("choose the mask layer (Prediction makes one)")
-        image = np.array(self.image_layer.value.data)
+        image = np.array(full_resolution(self.image_layer.value))
         original = self.original.value
-        labels = retraining_labels(np.array(self._mask_layer.data), self.corrected,
+        labels = retraining_labels(np.array(self.slices.mask.data), self.corrected,
                                    None if original is None else np.array(original.data))
         check_pair(image, labels)
         init = self.model.value
@@ -357,20 +276,7 @@ class CorrectWidget(StopsWhenClosed, QWidget):
             train["lr"] = parse_number(self.lr.value, "learning rate")
         return base.replace(train=train)
 
-    def stop(self) -> None:
-        """Stop after the current step; the last model is saved."""
-        if self._worker is not None:
-            self._worker.quit()
-            self._stopped = True
-            self.status.setText("stopping after the current step…")
-
-    def _set_running(self, running: bool) -> None:
-        self.retrain_button.setEnabled(not running)
-        self.stop_button.setEnabled(running)
-
     def _on_progress(self, p: Progress) -> None:
-        self.progress.setMaximum(p.total_steps)
-        self.progress.setValue(p.step)
         if p.event is Event.START:
             self.status.setText(describe_start(p.metrics))
             return
@@ -389,22 +295,10 @@ class CorrectWidget(StopsWhenClosed, QWidget):
         self.status.setText(message + "; predict again to see it")
         show_info(message)
 
-    def _on_error(self, err: Exception) -> None:
-        self._report_error(err)
-
-    def _report_error(self, err: Exception) -> None:
-        message = error_message(err)
-        self.status.setText(f"error: {message}")
-        show_error(message)
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self._set_running(False)
-        if self._stopped and self._output is not None:
-            last = last_path_for(self._output)
-            kept = self._output if self._output.is_file() else last
-            if kept.is_file():
-                session(self._viewer).set_model(kept)
-            self.status.setText(f"stopped: the last model is in {last}; the current model is "
-                                f"{kept}")
-
+    def _on_stopped(self) -> None:
+        last = last_path_for(self._output)
+        kept = self._output if self._output.is_file() else last
+        if kept.is_file():
+            session(self._viewer).set_model(kept)
+        self.status.setText(f"stopped: the last model is in {last}; the current model is "
+                            f"{kept}")

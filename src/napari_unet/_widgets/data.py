@@ -1,13 +1,10 @@
 """Data widget: pick the EM image and its labels; see whether they can train."""
 
 import napari
-from magicgui.widgets import ComboBox, Container, Label
+from magicgui.widgets import Container, Label
 
 from ..labels import describe_pair
-
-
-def _layers_of(viewer, *kinds):
-    return lambda _widget: [layer for layer in viewer.layers if isinstance(layer, kinds)]
+from .layers import layer_picker, pick_first
 
 
 class DataWidget(Container):
@@ -19,12 +16,9 @@ class DataWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer):
         self._viewer = viewer
-        self.image_layer = ComboBox(label="image", choices=_layers_of(viewer, napari.layers.Image))
-        self.labels_layer = ComboBox(
-            label="labels",
-            choices=_layers_of(viewer, napari.layers.Labels, napari.layers.Image),
-            nullable=True,
-        )
+        self.image_layer = layer_picker(viewer, "image", napari.layers.Image)
+        self.labels_layer = layer_picker(viewer, "labels", napari.layers.Labels,
+                                         napari.layers.Image, nullable=True)
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
         super().__init__(widgets=[self.image_layer, self.labels_layer, self.status])
@@ -35,9 +29,7 @@ class DataWidget(Container):
         self._update_status()
 
     def _pick_defaults(self):
-        labels = [ly for ly in self.labels_layer.choices if isinstance(ly, napari.layers.Labels)]
-        if labels and self.labels_layer.value is None:
-            self.labels_layer.value = labels[0]
+        pick_first(self.labels_layer, lambda layer: isinstance(layer, napari.layers.Labels))
 
     def reset_choices(self, *_):
         """Refresh the layer lists (napari calls this when layers change)."""

@@ -13,8 +13,7 @@ import napari
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QApplication, QDockWidget, QWidget
 
-from .prediction import MARK
-from .session import is_preview
+from .layers import is_predicted, is_preview
 
 PLUGIN = "napari-unet-em"
 WIDGETS = ("Data", "Training", "Weight map preview", "Augmentation preview", "Prediction",
@@ -93,7 +92,7 @@ def _rank(layer) -> int:
     """Layer order of the demo, bottom up: the sample, the previews, the predictions."""
     if is_preview(layer):
         return 1
-    return 2 if MARK in layer.metadata else 0
+    return 2 if is_predicted(layer) else 0
 
 
 def _fit_layer_controls(viewer: napari.Viewer) -> None:

@@ -6,20 +6,22 @@ unless "overwrite" is ticked, nor ever a file a layer was opened from. Every
 target is checked before the first is written.
 """
 
+from functools import partial
 from pathlib import Path
 
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QGroupBox, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from napari.utils.notifications import show_info
+from qtpy.QtWidgets import QGroupBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..checkpoint import load_model, save_model
 from ..errors import InputError
 from ..io import check_export, check_not_inputs, export_paths, write_export
-from .prediction import CELLS, MARK, MASK, PROBABILITY
-from .session import is_preview, session
-from .worker import error_message, start_job
+from .layers import full_resolution, is_predicted, layer_picker, pick_first
+from .prediction import CELLS, MASK, PROBABILITY
+from .runner import Job, JobWidget
+from .session import session
 
 DEFAULT_FOLDER = Path.home() / "napari-unet"
 CONVENTIONS = [("255 = membrane, 0 = not", "membrane"), ("ISBI: 0 = membrane, 255 = interior",
@@ -42,17 +44,11 @@ def export_job(items, *, convention: str, overwrite: bool):
     return written
 
 
-def _layers(viewer, kind):
-    def choices(_widget):
-        return [ly for ly in viewer.layers if isinstance(ly, kind) and not is_preview(ly)]
-    return choices
-
-
 def _is_path(value) -> bool:
     return value is not None and str(value) not in ("", ".")
 
 
-class ExportWidget(QWidget):
+class ExportWidget(JobWidget):
     """Write the mask, probabilities and cells as TIFF files; save or load the model.
 
     Parameters
@@ -62,14 +58,10 @@ class ExportWidget(QWidget):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
-        super().__init__(parent)
-        self._viewer = viewer
-        self._worker = None
+        super().__init__(viewer, parent)
         self.files = self._make_files_form(viewer)
         self.export_button = QPushButton("Export")
         self.export_button.clicked.connect(self.export)
-        self.progress, self.status = QProgressBar(), QLabel("")
-        self.status.setWordWrap(True)
         files = QGroupBox("Masks, probabilities, cells")
         box = QVBoxLayout(files)
         for widget in (self.files.native, self.export_button, self.progress, self.status):
@@ -82,16 +74,17 @@ class ExportWidget(QWidget):
         current.model_changed.connect(self._show_model)
         self._show_model(current.model)
         self.reset_choices()
+        self.disable_while_running(self.export_button)
 
     def _make_files_form(self, viewer) -> Container:
         Labels, Image = napari.layers.Labels, napari.layers.Image
-        self.mask = ComboBox(label="mask", choices=_layers(viewer, Labels), nullable=True,
-                             tooltip="annotation labels: 1 = membrane")
+        self.mask = layer_picker(viewer, "mask", Labels, nullable=True,
+                                 tooltip="annotation labels: 1 = membrane")
         self.convention = ComboBox(label="mask values", choices=CONVENTIONS, value="membrane")
-        self.probabilities = ComboBox(label="probabilities", choices=_layers(viewer, Image),
-                                      nullable=True, tooltip="P(membrane), written as float32")
-        self.cells = ComboBox(label="cells", choices=_layers(viewer, Labels), nullable=True,
-                              tooltip="cell instance labels")
+        self.probabilities = layer_picker(viewer, "probabilities", Image, nullable=True,
+                                          tooltip="P(membrane), written as float32")
+        self.cells = layer_picker(viewer, "cells", Labels, nullable=True,
+                                  tooltip="cell instance labels")
         self.folder = FileEdit(label="folder", mode="d", value=DEFAULT_FOLDER)
         self.name = LineEdit(label="file names", value="",
                              tooltip="NAME_mask.tif, NAME_probabilities.tif, NAME_cells.tif")
@@ -128,39 +121,25 @@ class ExportWidget(QWidget):
         self.files.reset_choices()
         for field, name in ((self.mask, MASK), (self.probabilities, PROBABILITY),
                             (self.cells, CELLS)):
-            named = [ly for ly in field.choices if ly is not None and ly.name == name
-                     and isinstance(ly.data, np.ndarray)]  # never a lazy layer by default
-            if field.value is None and named:
-                field.value = named[0]
+            pick_first(field, lambda layer, name=name: layer.name == name
+                       and isinstance(layer.data, np.ndarray))  # never a lazy layer by default
         if not self.name.value:
             images = [ly for ly in self._viewer.layers
-                      if isinstance(ly, napari.layers.Image) and MARK not in ly.metadata]
+                      if isinstance(ly, napari.layers.Image) and not is_predicted(ly)]
             if images:
                 self.name.value = images[0].name
 
     # --- files -----------------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        """Whether an export is being written."""
-        return self._worker is not None
-
     def export(self) -> None:
         """Write the chosen layers to TIFF files in the folder, in the background."""
-        if self._worker is not None:
-            self._report(InputError("an export is already being written"))
-            return
-        try:
-            items = self._read_items()
-        except InputError as err:
-            self._report(err)
-            return
-        self.status.setText("writing…")
-        self.export_button.setEnabled(False)
-        self._worker = start_job(
-            export_job, items, convention=self.convention.value, overwrite=self.overwrite.value,
-            connect={"yielded": self._on_progress, "returned": self._on_written,
-                     "errored": self._on_error, "finished": self._on_finished})
+        self.launch(self._export_job)
+
+    def _export_job(self) -> Job:
+        items = self._read_items()
+        return Job(partial(export_job, items, convention=self.convention.value,
+                           overwrite=self.overwrite.value),
+                   "writing…", progress=lambda step: step, on_return=self._on_written)
 
     def _read_items(self) -> list[tuple[str, Path, np.ndarray]]:
         """Check every target file and copy the layers, on the main thread."""
@@ -176,9 +155,9 @@ class ExportWidget(QWidget):
         export_paths(self.folder.value, self.name.value, layers, overwrite=self.overwrite.value)
         items = []
         for kind, layer in layers.items():
-            data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
             try:
-                items.append((kind, paths[kind], check_export(kind, np.array(data))))
+                items.append((kind, paths[kind],
+                              check_export(kind, np.array(full_resolution(layer)))))
             except InputError as err:
                 raise InputError(f"{kind} ({layer.name}): {err}") from None
         return items
@@ -188,22 +167,10 @@ class ExportWidget(QWidget):
         return {f"the file of layer {layer.name!r}": Path(layer.source.path)
                 for layer in self._viewer.layers if layer.source.path}
 
-    def _on_progress(self, step) -> None:
-        done, total = step
-        self.progress.setMaximum(total)
-        self.progress.setValue(done)
-
     def _on_written(self, paths) -> None:
         message = "wrote " + ", ".join(str(p) for p in paths)
         self.status.setText(message)
         show_info(message)
-
-    def _on_error(self, err: Exception) -> None:
-        self._report(err)
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self.export_button.setEnabled(True)
 
     # --- model -----------------------------------------------------------------------
 
@@ -215,7 +182,7 @@ class ExportWidget(QWidget):
                 raise InputError(f"load: choose an existing model file (got {path})")
             load_model(path)
         except InputError as err:
-            self._report(err, self.model_status)
+            self.report_error(err, self.model_status)
             return
         session(self._viewer).set_model(Path(path))
         self.model_status.setText(f"loaded {path}: it is the current model")
@@ -233,7 +200,7 @@ class ExportWidget(QWidget):
                 raise InputError(f"{path} exists: choose a new name (nothing is replaced)")
             save_model(path, load_model(current))
         except InputError as err:
-            self._report(err, self.model_status)
+            self.report_error(err, self.model_status)
             return
         self.model_status.setText(f"saved a copy as {path}")
         show_info(f"saved the model as {path}")
@@ -247,8 +214,3 @@ class ExportWidget(QWidget):
         except InputError as err:
             summary = f"unreadable: {err}"
         self.model_label.setText(f"current model: {path}\n{summary}")
-
-    def _report(self, err: Exception, label: QLabel | None = None) -> None:
-        message = error_message(err)
-        (label or self.status).setText(f"error: {message}")
-        show_error(message)

@@ -10,15 +10,15 @@ probabilities and mask come back as lazy layers: nothing is loaded whole.
 """
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import dask.array as da
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
-from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from .._writer import CELLS, PREDICTED
 from ..checkpoint import BUNDLED, ModelFile, is_bundled, load_model
@@ -28,9 +28,9 @@ from ..labels import INTERIOR, LABEL_COLORS, MEMBRANE
 from ..postprocess import cell_labels, lazy_membrane, membrane_mask
 from ..predict import PredictProgress, predict
 from ..volume import predict_volume
-from .closing import StopsWhenClosed
-from .session import corrected_slices, is_preview, session
-from .worker import error_message, start_job
+from .layers import current_slice, full_resolution, is_lazy, layer_picker
+from .runner import Job, JobWidget
+from .session import corrected_slices, session
 
 PROBABILITY, MASK = "membrane probability", "membrane mask"
 LAZY_MASK = "lazy mask"
@@ -104,16 +104,7 @@ def volume_job(model_path, volume, output, *, device, **options):
                                           **options))
 
 
-def _level0(layer):
-    return layer.data[0] if layer.multiscale else layer.data
-
-
-def is_lazy(layer) -> bool:
-    """Whether a layer's data are read on demand (dask, zarr) rather than held in memory."""
-    return not isinstance(_level0(layer), np.ndarray)
-
-
-class PredictionWidget(StopsWhenClosed, QWidget):
+class PredictionWidget(JobWidget):
     """Predict membranes with a model file and show probability, mask and cells layers.
 
     Parameters
@@ -126,21 +117,16 @@ class PredictionWidget(StopsWhenClosed, QWidget):
     """Predict the slice in view with the bundled model when the widget opens without a model."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
-        super().__init__(parent)
-        self._viewer = viewer
-        self._worker = None
+        super().__init__(viewer, parent)
         self._model_file: ModelFile | None = None
         self._loaded: Path | None = None
         self._target: tuple[int | None, np.ndarray] | None = None  # slice, source layer
         self.form = self._make_form(viewer)
-        self.summary, self.status, self.progress = QLabel(""), QLabel(""), QProgressBar()
-        self.status.setWordWrap(True)
+        self.summary = QLabel("")
         self.slice_button = QPushButton("Predict current slice")
         self.stack_button = QPushButton("Predict stack")
-        self.stop_button = QPushButton("Stop")
         self.slice_button.clicked.connect(self.predict_slice)
         self.stack_button.clicked.connect(self.predict_stack)
-        self.stop_button.clicked.connect(self.stop)
         buttons = QHBoxLayout()
         for button in (self.slice_button, self.stack_button, self.stop_button):
             buttons.addWidget(button)
@@ -151,7 +137,7 @@ class PredictionWidget(StopsWhenClosed, QWidget):
         self.model.changed.connect(self._on_model_chosen)
         current = session(viewer)
         current.model_changed.connect(self._follow_model)
-        self._set_running(False)
+        self.disable_while_running(self.slice_button, self.stack_button)
         if current.model is not None:
             self._follow_model(current.model)
         elif BUNDLED["isbi2012"].is_file():
@@ -160,11 +146,7 @@ class PredictionWidget(StopsWhenClosed, QWidget):
             QTimer.singleShot(0, self._first_look)
 
     def _make_form(self, viewer) -> Container:
-        def images(_widget):
-            return [ly for ly in viewer.layers
-                    if isinstance(ly, napari.layers.Image) and MARK not in ly.metadata
-                    and not is_preview(ly)]
-        self.image_layer = ComboBox(label="image", choices=images)
+        self.image_layer = layer_picker(viewer, "image", napari.layers.Image, predicted=False)
         self.model = FileEdit(label="model", mode="r", filter="*.pt", nullable=True)
         self.tile = SpinBox(label="tile", value=388, min=8, max=4096)
         self.batch_size = SpinBox(label="batch", value=4, min=1, max=256)
@@ -186,11 +168,6 @@ class PredictionWidget(StopsWhenClosed, QWidget):
                                   self.cells,
                                   self.min_size, self.volume_output])
 
-    @property
-    def running(self) -> bool:
-        """Whether a prediction is in progress."""
-        return self._worker is not None
-
     def reset_choices(self, *_) -> None:
         """Refresh the image list (napari calls this when layers change)."""
         self.form.reset_choices()
@@ -203,15 +180,9 @@ class PredictionWidget(StopsWhenClosed, QWidget):
         """Predict every slice of the image."""
         self._start(whole_stack=True)
 
-    def stop(self) -> None:
-        """Stop the prediction after its current batch of tiles; nothing is written."""
-        if self._worker is not None:
-            self._worker.quit()
-            self.status.setText("stopped")
-
     def _first_look(self) -> None:
         """Predict the slice in view with the bundled model, unless the user got there first."""
-        untouched = self._target is None and self._worker is None
+        untouched = self._target is None and not self.running
         layer = self.image_layer.value
         if self.first_look and untouched and self._loaded is not None \
                 and is_bundled(self._loaded) and layer is not None and not layer.rgb:
@@ -225,7 +196,7 @@ class PredictionWidget(StopsWhenClosed, QWidget):
         try:
             self._ensure_model()
         except InputError as err:
-            self._report_error(err)
+            self.report_error(err)
             return
         session(self._viewer).set_model(self._loaded)
 
@@ -246,39 +217,33 @@ class PredictionWidget(StopsWhenClosed, QWidget):
         return self._model_file
 
     def _start(self, *, whole_stack: bool) -> None:
-        if self._worker is not None:
-            message = "a prediction is already running: stop it before starting another"
-            self.status.setText(message)
-            show_info(message)
-            return
-        try:
-            model_file = self._ensure_model()
-            device = pick_device(self.device.value)
-            if whole_stack and self.image_layer.value is not None \
-                    and is_lazy(self.image_layer.value):
-                self._start_volume(model_file, device)
-                return
-            layer, z, image = self._read_image(whole_stack)
-        except InputError as err:
-            self._report_error(err)
-            return
-        self._target = (z, layer)
-        self.progress.setValue(0)
-        self.status.setText("predicting…")
-        self._worker = start_job(
-            prediction_job, model_file.build_model(), model_file.normalization.unit(image),
-            model_file.normalization, threshold=self.threshold.value,
-            close_gaps=self.close_gaps.value or None,
-            min_size=self.min_size.value if self.cells.value else None, device=device,
-            tile=self.tile.value, batch_size=self.batch_size.value,
-            autocast_dtype=autocast_dtype(device), tta=self.tta.value,
-            connect={"yielded": self._on_progress, "returned": self._on_result,
-                     "errored": self._on_error, "finished": self._on_finished})
-        self._set_running(True)
+        self.launch(partial(self._prediction_job, whole_stack))
 
-    def _start_volume(self, model_file: ModelFile, device) -> None:
-        """Predict a lazy layer into the 'large output' zarr; never load it whole."""
+    def _prediction_job(self, whole_stack: bool) -> Job:
+        """Copy the image (or the slice in view) and the settings, on the main thread.
+
+        Stop ends the prediction after its current batch of tiles; nothing is written.
+        """
+        model_file = self._ensure_model()
+        device = pick_device(self.device.value)
         layer = self.image_layer.value
+        if whole_stack and layer is not None and is_lazy(layer):
+            return self._volume_job(layer, device)
+        z, image = self._read_image(layer, whole_stack)
+        self._target = (z, layer)
+        tiling = {"tile": self.tile.value, "batch_size": self.batch_size.value,
+                  "autocast_dtype": autocast_dtype(device), "tta": self.tta.value}
+        return Job(partial(prediction_job, model_file.build_model(),
+                           model_file.normalization.unit(image), model_file.normalization,
+                           threshold=self.threshold.value,
+                           close_gaps=self.close_gaps.value or None,
+                           min_size=self.min_size.value if self.cells.value else None,
+                           device=device, **tiling),
+                   "predicting…", progress=_done_of_total, on_return=self._on_result,
+                   stopping="stopped")
+
+    def _volume_job(self, layer, device) -> Job:
+        """Predict a lazy layer into the 'large output' zarr; never load it whole."""
         output = self.volume_output.value
         if output is None or str(output) in ("", "."):
             raise InputError("large output: name a .zarr folder for the probabilities")
@@ -288,15 +253,11 @@ class PredictionWidget(StopsWhenClosed, QWidget):
         if not output.parent.is_dir():
             raise InputError(f"large output: {output.parent}: no such folder")
         self._target = (None, layer)
-        self.progress.setValue(0)
-        self.status.setText(f"predicting {layer.name} block by block into {output}…")
-        self._worker = start_job(
-            volume_job, self._loaded, _level0(layer), output, device=device,
-            tile=self.tile.value, batch_size=self.batch_size.value,
-            autocast_dtype=autocast_dtype(device), tta=self.tta.value,
-            connect={"yielded": self._on_progress, "returned": self._on_volume,
-                     "errored": self._on_error, "finished": self._on_finished})
-        self._set_running(True)
+        return Job(partial(volume_job, self._loaded, full_resolution(layer), output,
+                           device=device, tile=self.tile.value, batch_size=self.batch_size.value,
+                           autocast_dtype=autocast_dtype(device), tta=self.tta.value),
+                   f"predicting {layer.name} block by block into {output}…",
+                   progress=_done_of_total, on_return=self._on_volume, stopping="stopped")
 
     def _on_volume(self, path: Path) -> None:
         """Show the zarr probabilities and their thresholded mask as lazy layers."""
@@ -314,33 +275,22 @@ class PredictionWidget(StopsWhenClosed, QWidget):
         self.status.setText(f"predicted {source.name} into {path} (lazy layers; cells are "
                             "not labelled for lazy data)")
 
-    def _read_image(self, whole_stack: bool):
-        """Return the layer, the slice to predict (None: all) and a copy of its data."""
-        layer = self.image_layer.value
+    def _read_image(self, layer, whole_stack: bool):
+        """Return the slice to predict (None: all) and a copy of its data."""
         if layer is None:
             raise InputError("open an EM image first")
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = full_resolution(layer)
         if layer.rgb or data.ndim not in (2, 3):
             raise InputError(f"{layer.name}: need a grey 2D image or 3D stack, got shape "
                              f"{data.shape}")
         if whole_stack or data.ndim == 2:
-            return layer, None, np.array(data)
-        z = int(np.clip(np.round(layer.world_to_data(self._viewer.dims.point)[0]),
-                        0, data.shape[0] - 1))
-        return layer, z, np.array(data[z])
-
-    def _set_running(self, running: bool) -> None:
-        self.slice_button.setEnabled(not running)
-        self.stack_button.setEnabled(not running)
-        self.stop_button.setEnabled(running)
-
-    def _on_progress(self, p: PredictProgress) -> None:
-        self.progress.setMaximum(p.total)
-        self.progress.setValue(p.done)
+            return None, np.array(data)
+        z = current_slice(layer, self._viewer.dims.point)
+        return z, np.array(data[z])
 
     def _on_result(self, result: Prediction) -> None:
         z, source = self._target
-        shape = (source.data[0] if source.multiscale else source.data).shape
+        shape = full_resolution(source).shape
         self._write(PROBABILITY, result.probabilities, z, shape, self._viewer.add_image,
                     colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.7)
         kept = self._write(MASK, result.mask, z, shape, self._viewer.add_labels,
@@ -395,15 +345,8 @@ class PredictionWidget(StopsWhenClosed, QWidget):
             layer.refresh()
         return kept
 
-    def _on_error(self, err: Exception) -> None:
-        self._report_error(err)
 
-    def _report_error(self, err: Exception) -> None:
-        message = error_message(err)
-        self.status.setText(f"error: {message}")
-        show_error(message)
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self._set_running(False)
+def _done_of_total(p: PredictProgress) -> tuple[int, int]:
+    """Tiles or blocks done, of how many (a `PredictProgress` or a `VolumeProgress`)."""
+    return p.done, p.total
 

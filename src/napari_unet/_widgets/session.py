@@ -18,14 +18,6 @@ from ..weights import WeightConfig
 
 CORRECTED = "napari-unet-corrected"
 """Mask layer metadata key: sorted list of the slices corrected by hand."""
-PREVIEW = "napari_unet_preview"
-"""Metadata key of preview layers (weight map, augmented samples, validation prediction):
-shown to the user, never offered as input."""
-
-
-def is_preview(layer) -> bool:
-    """Whether a layer is one of the plugin's previews (never an input)."""
-    return bool(layer.metadata.get(PREVIEW))
 
 
 class Session:

@@ -8,52 +8,42 @@ the generator then saves the last model on the worker thread.
 """
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import napari
 import numpy as np
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 from napari.utils.theme import get_theme
-from qtpy.QtCore import QEvent
-from qtpy.QtWidgets import (
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QTabWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget
 
-from ..errors import InputError
 from ..lr_find import LRResult, LRStep, lr_find
 from ..train import Event, Progress, TrainResult, last_path_for, train
+from .layers import PREVIEW
 from .plot import PlotWidget
 from .progress import Smoother, describe_start, describe_step, describe_validation
-from .session import PREVIEW as PREVIEW_KEY
+from .runner import Job, JobWidget
 from .session import session
-from .training_form import PREVIEW, TrainingForm, first_validation_slice
-from .worker import error_message, start_job
+from .training_form import TrainingForm, first_validation_slice
 
 COLORS = {"train": "#4fa3e0", "val": "#f0a030", "v_rand": "#6cc070", "raw": "#7d8590"}
+VALIDATION_PREVIEW = "validation prediction"
+"""Name of the layer that shows the live prediction of the first validation slice."""
 
 
 @dataclass
-class Job:
-    """The job in progress, as its record handlers need it."""
+class Run:
+    """The training run in progress, as its record handlers need it."""
 
-    kind: str  # 'train' or 'lr'
     output: Path | None = None
     preview_slice: int | None = None
     ndim: int = 2
     scale: np.ndarray | None = None
     translate: np.ndarray | None = None
-    stopped: bool = False
-    failed: bool = False
     step_epoch: int | None = None  # of the last step: a validation in it closes a time budget
 
 
-class TrainingWidget(QWidget):
+class TrainingWidget(JobWidget):
     """Train a U-Net on the chosen layers; plot its loss and preview its prediction.
 
     Parameters
@@ -63,17 +53,16 @@ class TrainingWidget(QWidget):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
-        super().__init__(parent)
-        self._viewer = viewer
-        self._worker = None
-        self._job = Job("none")
+        super().__init__(viewer, parent)
+        self._run = Run()
         self._preview = None
         self._smoother = Smoother()
         self.suggestion: float | None = None
         self.lr_steps = 100
         self.form = TrainingForm(viewer)
         self._build_buttons()
-        self._build_progress()
+        self.progress.setFormat("%p%")
+        self.progress_label = QLabel("")
         self._build_plots()
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
@@ -85,7 +74,7 @@ class TrainingWidget(QWidget):
         viewer.events.theme.connect(self._follow_theme)
         self._follow_theme()
         self.form.preset.changed.connect(self._share_preset)
-        self._set_running(False)
+        self.disable_while_running(self.start_button, self.lr_button)
 
     # --- construction ----------------------------------------------------------------
 
@@ -96,23 +85,14 @@ class TrainingWidget(QWidget):
         self.use_lr_button = QPushButton("Use")
         self.use_lr_button.setToolTip("use the learning rate the sweep suggests")
         self.start_button = QPushButton("Start training")
-        self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("stop after the current step; the last model is saved")
         self.lr_button.clicked.connect(self.find_lr)
         self.use_lr_button.clicked.connect(self.use_suggestion)
         self.start_button.clicked.connect(self.start)
-        self.stop_button.clicked.connect(self.stop)
         self.form.attach("lr", self.lr_button, self.use_lr_button)
         self._run_row = QHBoxLayout()
         self._run_row.addWidget(self.start_button)
         self._run_row.addWidget(self.stop_button)
-
-    def _build_progress(self) -> None:
-        self.progress = QProgressBar()
-        self.progress.setFormat("%p%")
-        self.progress_label = QLabel("")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
 
     def _build_plots(self) -> None:
         self.loss_plot = PlotWidget(xlabel="step", ylabel="loss", right_label="V_rand")
@@ -139,131 +119,63 @@ class TrainingWidget(QWidget):
 
     # --- commands --------------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        """Whether a training run or an LR search is in progress."""
-        return self._worker is not None
-
     def start(self) -> None:
         """Start training on copies of the chosen layers (refused while a job runs)."""
-        if self._refuse_if_running():
-            return
-        try:
-            image, labels = self.form.read_data()
-            config = self.form.config(base=session(self._viewer).training_base())
-            output, init, resume = self.form.read_paths()
-            z = first_validation_slice(labels, config.train.val_slices)
-        except InputError as err:
-            self._report_error(err)
-            return
-        output.parent.mkdir(parents=True, exist_ok=True)
-        layer = self.form.image_layer.value
-        self._job = Job("train", output, z, image.ndim, np.asarray(layer.scale),
-                        np.asarray(layer.translate))
-        self._smoother = Smoother()
-        self.loss_plot.clear()
-        self.plots.setCurrentWidget(self.loss_plot)
-        self._launch("training…", train, image, labels, config, output=output, init=init,
-                     resume=resume, on_yield=self._on_progress, on_return=self._on_trained)
+        self.launch(self._training_job)
 
     def find_lr(self) -> None:
         """Run the learning-rate range test with the form's settings and plot it."""
-        if self._refuse_if_running():
-            return
-        try:
-            image, labels = self.form.read_data()
-            config = self.form.config(base=session(self._viewer).training_base())
-        except InputError as err:
-            self._report_error(err)
-            return
-        self._job = Job("lr")
-        self.suggestion = None
-        self.lr_plot.clear()
-        self.plots.setCurrentWidget(self.lr_plot)
-        self._launch("sweeping the learning rate…", lr_find, image, labels, config,
-                     steps=self.lr_steps, on_yield=self._on_lr_step, on_return=self._on_lr_found)
+        self.launch(self._lr_job)
 
     def use_suggestion(self) -> None:
         """Put the LR finder's suggestion into the learning-rate field."""
         if self.suggestion is not None:
             self.form.lr.value = f"{self.suggestion:.3g}"
 
-    def stop(self) -> None:
-        """Ask the running job to stop after its current step."""
-        if self._worker is not None:
-            self._worker.quit()
-            self._job.stopped = True
-            self.stop_button.setEnabled(False)
-            self.status.setText("stopping after the current step…")
-
     def reset_choices(self, *_) -> None:
         """Refresh the layer lists (napari calls this when layers change)."""
         self.form.reset_choices()
 
-    # --- running ---------------------------------------------------------------------
-
-    def _refuse_if_running(self) -> bool:
-        if self._worker is None:
-            return False
-        message = "a job is already running: stop it before starting another"
-        self.status.setText(message)
-        show_info(message)
-        return True
-
-    def _launch(self, message, func, *args, on_yield, on_return, **kwargs) -> None:
-        self.progress.setValue(0)
-        self.progress_label.setText("")
-        self.status.setText(message)
-        self._worker = start_job(func, *args, connect={
-            "yielded": on_yield, "returned": on_return, "errored": self._on_error,
-            "finished": self._on_finished}, **kwargs)
-        self.destroyed.connect(self._worker.quit)
-        self._set_running(True)
-
-    def _set_running(self, running: bool) -> None:
-        self.start_button.setEnabled(not running)
-        self.lr_button.setEnabled(not running)
-        self.stop_button.setEnabled(running)
+    def running_changed(self, running: bool) -> None:
+        """Offer the suggestion only between jobs, once there is one."""
         self.use_lr_button.setEnabled(not running and self.suggestion is not None)
 
-    def _on_error(self, err: Exception) -> None:
-        self._job.failed = True
-        self._report_error(err)
+    # --- training --------------------------------------------------------------------
 
-    def _report_error(self, err: Exception) -> None:
-        message = error_message(err)
-        self.status.setText(f"error: {message}")
-        show_error(message)
-
-    def _on_finished(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            self.destroyed.disconnect(worker.quit)
-        job = self._job
-        if job.stopped and not job.failed:
-            where = f": the last model is in {last_path_for(job.output)}" if job.output else ""
-            self.status.setText(f"stopped{where}")
-        self._set_running(False)
-
-    # --- training records ------------------------------------------------------------
+    def _training_job(self) -> Job:
+        image, labels = self.form.read_data()
+        config = self.form.config(base=session(self._viewer).training_base())
+        output, init, resume = self.form.read_paths()
+        z = first_validation_slice(labels, config.train.val_slices)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        layer = self.form.image_layer.value
+        self._run = Run(output, z, image.ndim, np.asarray(layer.scale),
+                        np.asarray(layer.translate))
+        self._smoother = Smoother()
+        self.loss_plot.clear()
+        self.plots.setCurrentWidget(self.loss_plot)
+        self.progress_label.setText("")
+        return Job(partial(train, image, labels, config, output=output, init=init,
+                           resume=resume),
+                   "training…", progress=lambda p: (p.step, p.total_steps),
+                   on_yield=self._on_progress, on_return=self._on_trained,
+                   on_stopped=self._on_stopped)
 
     def _on_progress(self, p: Progress) -> None:
-        self.progress.setMaximum(p.total_steps)
-        self.progress.setValue(p.step)
         if p.event is Event.START:
             self.status.setText(describe_start(p.metrics))
             return
         self.progress_label.setText(describe_step(p))
         if p.event is Event.STEP:
-            self._job.step_epoch = p.epoch
+            self._run.step_epoch = p.epoch
             self.loss_plot.append("train loss", p.step, self._smoother.add(p.loss))
             return
         self.loss_plot.append("val loss", p.step, p.metrics.get("val_loss"))
         self.loss_plot.append("V_rand", p.step, p.metrics.get("v_rand"))
         # A whole epoch's validation counts it; the time budget's comes in the last step's.
-        self.status.setText(describe_validation(p.metrics, final=p.epoch == self._job.step_epoch))
+        self.status.setText(describe_validation(p.metrics, final=p.epoch == self._run.step_epoch))
         if p.preview is not None:
-            self._job.preview_slice = p.preview_slice
+            self._run.preview_slice = p.preview_slice
             self._show_preview(p.preview)
 
     def _on_trained(self, result: TrainResult) -> None:
@@ -275,30 +187,42 @@ class TrainingWidget(QWidget):
         self.status.setText(message)
         show_info(message)
 
+    def _on_stopped(self) -> None:
+        self.status.setText(f"stopped: the last model is in {last_path_for(self._run.output)}")
+
     def _show_preview(self, preview: np.ndarray) -> None:
         """Show P(membrane) of the first validation slice as a layer on that slice."""
-        job, viewer = self._job, self._viewer
-        data, translate = preview, job.translate.copy()
-        if job.ndim == 3:  # one slice of the stack, at its place
+        run, viewer = self._run, self._viewer
+        data, translate = preview, run.translate.copy()
+        if run.ndim == 3:  # one slice of the stack, at its place
             data = preview[None]
-            translate[0] += job.preview_slice * job.scale[0]
+            translate[0] += run.preview_slice * run.scale[0]
         if self._preview is not None and self._preview in viewer.layers:
             self._preview.data = data
             if not np.array_equal(self._preview.translate, translate):  # each set refreshes
                 self._preview.translate = translate
             return
         self._preview = viewer.add_image(
-            data, name=PREVIEW, colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.7,
-            scale=job.scale, translate=translate,
-            metadata={PREVIEW_KEY: PREVIEW})
-        if job.ndim == 3:
+            data, name=VALIDATION_PREVIEW, colormap="magma", contrast_limits=(0.0, 1.0),
+            opacity=0.7, scale=run.scale, translate=translate, metadata={PREVIEW: True})
+        if run.ndim == 3:
             viewer.dims.set_current_step(0, translate[0])
 
     # --- learning-rate search --------------------------------------------------------
 
+    def _lr_job(self) -> Job:
+        image, labels = self.form.read_data()
+        config = self.form.config(base=session(self._viewer).training_base())
+        self.suggestion = None
+        self.lr_plot.clear()
+        self.plots.setCurrentWidget(self.lr_plot)
+        self.progress_label.setText("")
+        return Job(partial(lr_find, image, labels, config, steps=self.lr_steps),
+                   "sweeping the learning rate…", progress=lambda p: (p.step, p.steps),
+                   on_yield=self._on_lr_step, on_return=self._on_lr_found,
+                   on_stopped=lambda: self.status.setText("stopped"))
+
     def _on_lr_step(self, point: LRStep) -> None:
-        self.progress.setMaximum(point.steps)
-        self.progress.setValue(point.step)
         self.progress_label.setText(f"learning rate {point.lr:.2g} · loss {point.smoothed:.4f}")
         self.lr_plot.append("loss", point.lr, point.loss)
         self.lr_plot.append("smoothed", point.lr, point.smoothed)
@@ -317,16 +241,3 @@ class TrainingWidget(QWidget):
         self.use_lr_button.setText(f"Use {result.suggestion:.2g}")
         self.status.setText(f"suggested learning rate: {result.suggestion:.3g} (click "
                             f"'Use {result.suggestion:.2g}')")
-
-    # --- closing ---------------------------------------------------------------------
-
-    def event(self, event) -> bool:
-        """Stop a running job when napari removes this dock widget (it unparents it)."""
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
-            self.stop()
-        return super().event(event)
-
-    def closeEvent(self, event) -> None:
-        """Stop a running job when the widget closes."""
-        self.stop()
-        super().closeEvent(event)

@@ -31,11 +31,9 @@ from ..io import check_not_inputs
 from ..labels import to_annotation
 from ..train import last_path_for
 from ..validate import check_pair
-from .session import is_preview
+from .layers import full_resolution, layer_picker, pick_first
 
 DEFAULT_OUTPUT = Path.home() / "napari-unet" / "model.pt"
-PREVIEW = "validation prediction"
-"""Name of the layer that shows the live prediction (and marks it in layer metadata)."""
 START_CHOICES = [
     ("scratch", "scratch"),
     ("the bundled ISBI 2012 model", "bundled"),
@@ -147,18 +145,6 @@ def device_choices() -> list[tuple[str, str]]:
     return choices
 
 
-def _layers(viewer, *kinds):
-    def choices(_widget):
-        return [layer for layer in viewer.layers
-                if isinstance(layer, kinds) and not is_preview(layer)]
-    return choices
-
-
-def _data(layer) -> np.ndarray:
-    """Copy a layer's data (level 0 of a multiscale image); call on the main thread."""
-    return np.array(layer.data[0] if getattr(layer, "multiscale", False) else layer.data)
-
-
 ROWS = [
     ("image_layer",), ("labels_layer",), ("preset",), ("depth", "base_channels"),
     ("padding", "tile"), ("optimizer", "batch_size"), ("lr", None), ("epochs", "minutes"),
@@ -198,9 +184,7 @@ class TrainingForm:
         self._show("init", False)
         self.apply_preset()
         self.reset_choices()
-        labels = [ly for ly in self.labels_layer.choices if isinstance(ly, napari.layers.Labels)]
-        if labels:
-            self.labels_layer.value = labels[0]
+        pick_first(self.labels_layer, lambda layer: isinstance(layer, napari.layers.Labels))
 
     def _make_fields(self, viewer) -> None:
         t, m = Config().train, Config().model
@@ -208,10 +192,9 @@ class TrainingForm:
             label="preset", choices=self._preset_choices(), value="auto",
             tooltip="starting settings; the fields below override them\n" +
                     "\n".join(f"{name}: {text}" for name, text in PRESET_HELP.items()))
-        self.image_layer = ComboBox(label="image", choices=_layers(viewer, napari.layers.Image))
-        self.labels_layer = ComboBox(
-            label="labels", nullable=True,
-            choices=_layers(viewer, napari.layers.Labels, napari.layers.Image))
+        self.image_layer = layer_picker(viewer, "image", napari.layers.Image)
+        self.labels_layer = layer_picker(viewer, "labels", napari.layers.Labels,
+                                         napari.layers.Image, nullable=True)
         self.depth = SpinBox(label="depth", value=m.depth, min=1, max=8,
                              tooltip="resolution levels of the U-Net (5 in the paper)")
         self.base_channels = SpinBox(label="width", value=m.base_channels, min=1, max=512,
@@ -322,7 +305,8 @@ class TrainingForm:
         if self.labels_layer.value is None:
             raise InputError("choose a labels layer: training needs annotation "
                              "(1 = membrane, 2 = interior)")
-        image, labels = _data(self.image_layer.value), _data(self.labels_layer.value)
+        image = np.array(full_resolution(self.image_layer.value))  # copies, on the main thread
+        labels = np.array(full_resolution(self.labels_layer.value))
         check_pair(image, labels)
         return image, labels
 

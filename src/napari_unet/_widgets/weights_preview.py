@@ -20,7 +20,8 @@ from ..labels import to_annotation
 from ..validate import check_image
 from ..weights import WeightConfig
 from .closing import on_removal
-from .session import PREVIEW, is_preview, session
+from .layers import PREVIEW, current_slice, full_resolution, layer_picker, pick_first
+from .session import session
 
 DEBOUNCE_MS = 50
 """Delay after the last change of a control or of the slice before the map is recomputed."""
@@ -81,24 +82,19 @@ def describe_weights(weights: np.ndarray, index: int | None, depth: int) -> str:
 # The edge: napari state read once into a frozen record.
 
 
-def _level0(layer) -> np.ndarray:
-    """Return a layer's full-resolution data (level 0 of a multiscale layer)."""
-    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-
-
 def _check_layers(image_layer, labels_layer) -> tuple[int, ...]:
     """Raise InputError naming what keeps the pair from a preview; return the image shape."""
     if image_layer is None:
         raise InputError("open an EM image (File > Open, or File > Open Sample)")
     if image_layer.rgb:
         raise InputError(f"image '{image_layer.name}' is RGB; convert it to one channel first")
-    shape = tuple(_level0(image_layer).shape)
+    shape = tuple(full_resolution(image_layer).shape)
     if len(shape) not in (2, 3):
         raise InputError(f"image has {len(shape)} axes (shape {shape}); expected (Y, X) or "
                          "(Z, Y, X)")
     if labels_layer is None:
         raise InputError("choose a labels layer (annotation or ISBI convention)")
-    labels_shape = tuple(_level0(labels_layer).shape)
+    labels_shape = tuple(full_resolution(labels_layer).shape)
     if labels_shape != shape:
         raise InputError(f"labels shape {labels_shape} differs from image shape {shape}")
     return shape
@@ -140,13 +136,10 @@ class SliceState:
             fit neither label convention.
         """
         shape = _check_layers(image_layer, labels_layer)
-        index = None
-        if len(shape) == 3:
-            z = round(float(image_layer.world_to_data(point)[0]))
-            index = int(np.clip(z, 0, shape[0] - 1))
+        index = current_slice(image_layer, point) if len(shape) == 3 else None
         at = () if index is None else (index,)
-        image = check_image(np.array(_level0(image_layer)[at]))
-        labels = to_annotation(np.asarray(_level0(labels_layer)[at]))
+        image = check_image(np.array(full_resolution(image_layer)[at]))
+        labels = to_annotation(np.asarray(full_resolution(labels_layer)[at]))
         return cls(index, 1 if index is None else shape[0], image, labels,
                    tuple(image_layer.scale), tuple(image_layer.translate))
 
@@ -170,24 +163,15 @@ class SliceState:
 
 def layer_pickers(viewer) -> tuple[ComboBox, ComboBox]:
     """Make the image and labels pickers; preview layers are left out of both."""
-
-    def of(*kinds):
-        return lambda _widget: [
-            layer for layer in viewer.layers
-            if isinstance(layer, kinds) and not is_preview(layer)
-        ]
-
-    image = ComboBox(label="image", choices=of(napari.layers.Image))
-    labels = ComboBox(label="labels", choices=of(napari.layers.Labels, napari.layers.Image),
-                      nullable=True)
+    image = layer_picker(viewer, "image", napari.layers.Image)
+    labels = layer_picker(viewer, "labels", napari.layers.Labels, napari.layers.Image,
+                          nullable=True)
     return image, labels
 
 
 def default_labels(picker: ComboBox) -> None:
     """Pick the first Labels layer when nothing is picked yet."""
-    labels = [ly for ly in picker.choices if isinstance(ly, napari.layers.Labels)]
-    if labels and picker.value is None:
-        picker.value = labels[0]
+    pick_first(picker, lambda layer: isinstance(layer, napari.layers.Labels))
 
 
 def edit_events(layer) -> list:
