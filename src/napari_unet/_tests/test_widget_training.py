@@ -302,7 +302,8 @@ def test_presets_fill_the_form_and_the_previews_follow(widget):
     config = widget.form.config(base=session(viewer).training_base())
     assert (config.model.base_channels, config.model.padding, config.model.batch_norm,
             config.train.tile, config.train.batch_size) == (16, "same", True, 192, 4)
-    assert config.augment.elastic_p == 0.0 and config.train.threshold == 0.5
+    assert config.augment.elastic_p == 0.0 and config.train.threshold == 0.6
+    assert config.train.close_gaps == 0.2
     assert (config.weights.w0, config.weights.balance, config.weights.membrane_weight) == (
         0.0, False, 2.0)
     # the preview shows the preset's weight map
