@@ -7,7 +7,6 @@ import napari
 import numpy as np
 import pytest
 
-from napari_unet._widgets.plot import log_ticks, nice_ticks, tick_label
 from napari_unet._widgets.progress import describe_validation
 from napari_unet._widgets.training import VALIDATION_PREVIEW as PREVIEW
 from napari_unet._widgets.training import TrainingWidget
@@ -276,13 +275,6 @@ def test_form_starts_from_the_auto_preset(make_napari_viewer):
     assert widget.form.config() == config_for_preset("auto")  # on this machine: cpu
     assert widget.form.device.choices[0] == "auto"
     assert str(widget.form.output.value).endswith("model.pt")
-
-
-def test_plot_ticks():
-    assert nice_ticks(0, 1) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    assert nice_ticks(3, 1234, count=4) == [500, 1000]
-    assert log_ticks(1e-6, 10) == pytest.approx([10.0**e for e in range(-6, 2)])
-    assert tick_label(1e-4, log=True) == "1e-4" and tick_label(0.25) == "0.25"
 
 
 def test_presets_fill_the_form_and_the_previews_follow(widget):
