@@ -6,7 +6,7 @@ import sys
 import napari_unet
 
 GUI_PACKAGES = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt",
-                "vispy")
+                "vispy", "pyqtgraph")
 
 
 def core_modules():
