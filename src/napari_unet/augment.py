@@ -82,6 +82,7 @@ from albumentations.core.type_definitions import Targets
 from scipy import ndimage
 
 from .errors import InputError
+from .validate import check_positive
 
 Interpolation = Literal["linear", "cubic"]
 Tile = int | tuple[int, int] | None
@@ -441,9 +442,7 @@ def _tile_shape(tile: Tile) -> tuple[int, int] | None:
     if tile is None:
         return None
     height, width = (tile, tile) if np.ndim(tile) == 0 else tile
-    if min(height, width) < 1:
-        raise InputError(f"tile {tile} must be positive")
-    return int(height), int(width)
+    return check_positive(height, name="tile"), check_positive(width, name="tile")
 
 
 def build_pipeline(config: AugmentConfig = DEFAULT, *, tile: Tile = None, square: bool = True):

@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 
 from .errors import InputError
+from .validate import check_dtype, check_image, check_pair
 
 UNLABELLED = 0
 MEMBRANE = 1
@@ -72,11 +73,8 @@ def label_convention(labels: np.ndarray) -> Convention:
         When the dtype is not numeric or the values fit neither convention.
     """
     labels = np.asarray(labels)
-    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.number):
-        raise InputError(
-            f"labels have dtype {labels.dtype}; expected integers in {{0, 1, 2}} "
-            "(annotation) or {0, 255} (ISBI)"
-        )
+    check_dtype(labels.dtype, name="labels",
+                expected="integers in {0, 1, 2} (annotation) or {0, 255} (ISBI)")
     values = label_values(labels)
     if np.issubdtype(labels.dtype, np.floating) and not np.all(np.isfinite(values)):
         raise InputError("labels contain NaN or inf")
@@ -227,8 +225,6 @@ def describe_pair(image: np.ndarray, labels: np.ndarray | None) -> str:
     -------
     summary : str
     """
-    from .validate import check_image, check_pair
-
     try:
         check_image(image)
         text = f"image {' x '.join(map(str, np.shape(image)))} {np.asarray(image).dtype}"

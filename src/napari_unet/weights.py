@@ -39,6 +39,7 @@ import numpy as np
 
 from .errors import InputError
 from .labels import INTERIOR, MEMBRANE, UNLABELLED, label_values
+from .validate import check_dtype, check_finite, check_not_empty
 
 TRUNCATE = 6.0
 """Cut-off of the border term, in units of sigma.
@@ -200,14 +201,9 @@ def _check_2d(array: np.ndarray, name: str) -> np.ndarray:
             f"{name} has {array.ndim} axes (shape {array.shape}); the weight map needs one "
             "(Y, X) slice"
         )
-    if array.size == 0:
-        raise InputError(f"{name} is empty (shape {array.shape})")
-    if array.dtype != bool and not np.issubdtype(array.dtype, np.number):
-        raise InputError(f"{name} has dtype {array.dtype}; expected integers, floats or bool")
-    if np.issubdtype(array.dtype, np.complexfloating):
-        raise InputError(f"{name} is complex; expected real values")
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise InputError(f"{name} contains NaN or inf values")
+    check_not_empty(array.shape, name=name)
+    check_dtype(array.dtype, name=name, bool_ok=True, expected="integers, floats or bool")
+    check_finite(array, name=name)
     return array
 
 
