@@ -15,6 +15,7 @@ import torch
 
 from .config import Config
 from .devices import using_cpu_threads
+from .jobs import Smoother
 from .train import build_setup, make_loader, make_optimizer, update
 
 
@@ -150,14 +151,13 @@ def lr_find(
 
 
 def _sweep(setup, optimizer, batches, start, factor, steps, beta, diverge):
-    lrs, losses, smoothed, average, best = [], [], [], 0.0, np.inf
+    lrs, losses, smoothed, smoother, best = [], [], [], Smoother(beta), np.inf
     for step in range(steps):
         lr = start * factor**step
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss, _ = update(setup, optimizer, batches)
-        average = beta * average + (1 - beta) * loss
-        value = average / (1 - beta ** (step + 1))
+        value = smoother.add(loss)
         lrs.append(lr)
         losses.append(loss)
         smoothed.append(value)

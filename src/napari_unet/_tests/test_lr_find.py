@@ -18,12 +18,7 @@ def test_recorded_rate_is_the_rate_used(isbi_small, tiny_config, monkeypatch):
     monkeypatch.setattr(lr_module, "update", spy)
     sweep = lr_find(image, labels, tiny_config, start=1e-5, end=1e-1, steps=5)
     points = []
-    while True:
-        try:
-            points.append(next(sweep))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = drain(sweep, points.append)
     assert [p.lr for p in points] == used == result.lrs
     np.testing.assert_allclose(result.lrs, np.geomspace(1e-5, 1e-1, 5))
     assert [p.step for p in points] == [1, 2, 3, 4, 5]

@@ -104,12 +104,7 @@ def test_output_format_and_progress(tiny, stack, reference, tmp_path):
     job = predict_volume(tiny[0], tmp_path / "slice.tif", tmp_path / "p.zarr", tile=24,
                          block=(1, 32, 32))
     progress = []
-    while True:
-        try:
-            progress.append(next(job))
-        except StopIteration as stop:
-            path = stop.value
-            break
+    path = drain(job, progress.append)
     assert progress == [VolumeProgress(done, 4) for done in range(1, 5)]
     result = zarr.open_array(str(path))
     assert (result.shape, result.chunks, result.dtype) == ((52, 60), (32, 32), np.float32)

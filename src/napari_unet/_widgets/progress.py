@@ -1,28 +1,10 @@
 """Progress in words and a smoothed loss, for the Training widget."""
 
+from ..jobs import Smoother
 from ..train import Progress, describe_start
 
 __all__ = ["Smoother", "describe_start", "describe_step", "describe_validation",
            "format_duration"]
-
-
-class Smoother:
-    """Exponential moving average with bias correction (as the LR finder smooths its loss).
-
-    Parameters
-    ----------
-    beta : float
-        Weight of the past.
-    """
-
-    def __init__(self, beta: float = 0.9):
-        self.beta, self.average, self.count = beta, 0.0, 0
-
-    def add(self, value: float) -> float:
-        """Take one value; return the smoothed value so far."""
-        self.average = self.beta * self.average + (1 - self.beta) * value
-        self.count += 1
-        return self.average / (1 - self.beta**self.count)
 
 
 def format_duration(seconds: float | None) -> str:
