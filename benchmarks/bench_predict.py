@@ -22,7 +22,8 @@ from napari_unet.data import Normalization
 from napari_unet.datasets import isbi2012
 from napari_unet.model import UNet
 from napari_unet.postprocess import cell_labels, membrane_mask
-from napari_unet.predict import SAME_CONTEXT, TilePlan, predict_probabilities, tile_origins
+from napari_unet.predict import predict_probabilities
+from napari_unet.tiles import SAME_CONTEXT, TilePlan, tile_origins
 
 
 def ours(model, unit, norm, tile, batch):
@@ -57,7 +58,7 @@ def main():
     unit = norm.unit(image)
     torch.manual_seed(0)
     same = UNet(base_channels=args.base_channels, padding="same").eval()
-    plan = TilePlan.for_model(same, args.tile)
+    plan = TilePlan.for_prediction(same, args.tile)
     tiles = args.slices * len(tile_origins(512, plan.output)) ** 2
     overlap = 2 * SAME_CONTEXT / plan.input
     print(f"same-padding U-Net, base_channels {args.base_channels}, input tiles {plan.input}, "

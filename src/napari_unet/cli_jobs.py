@@ -139,10 +139,6 @@ def config_from_args(args: argparse.Namespace):
     return config.replace(**sections)
 
 
-MIN_SIDE = 8
-"""Smallest slice side (pixels) that trains; smaller slices hold too little to learn from."""
-
-
 def tile_notice(requested: int, used: int, depth: int, padding: str) -> None:
     """Say in one line (on stderr) that a tile side was rounded to one the network can use."""
     print(f"note: tile {requested} rounded to {used}, a tile side that a depth-{depth} U-Net "
@@ -156,7 +152,7 @@ def fit_tile(config, shape: tuple[int, ...]):
     `tile_notice`). Slices smaller than one training tile, or than the smallest
     input the network takes, still train: their tiles are filled by mirroring the
     slice (the paper's Fig. 2), which a one-line warning says. Slices under
-    `MIN_SIDE` pixels a side are refused.
+    `napari_unet.validate.MIN_SIDE` pixels a side are refused.
 
     Parameters
     ----------
@@ -173,21 +169,19 @@ def fit_tile(config, shape: tuple[int, ...]):
     Raises
     ------
     InputError
-        For slices under `MIN_SIDE` pixels a side.
+        For slices under `napari_unet.validate.MIN_SIDE` pixels a side.
     """
-    from .model import input_size_for, output_size
+    from .tiles import TilePlan
+    from .validate import check_slice_side
 
     m, tile = config.model, config.train.tile
-    used = output_size(input_size_for(tile, depth=m.depth, padding=m.padding), depth=m.depth,
-                       padding=m.padding)
+    used = TilePlan.for_training(m, tile).output
     if used != tile:
         tile_notice(tile, used, m.depth, m.padding)
         config = config.replace(train={"tile": used})
-    smallest = input_size_for(1, depth=m.depth, padding=m.padding)
+    smallest = TilePlan.for_training(m, 1).input
     height, width = shape[-2:]
-    if min(height, width) < MIN_SIDE:
-        raise InputError(f"image slices of {height}x{width} px are too small to train on "
-                         f"(at least {MIN_SIDE} px a side)")
+    check_slice_side(shape, to="train on")
     if min(height, width) < max(used, smallest):
         what = (f"one training tile ({used} px)" if used >= smallest else
                 f"one network input ({smallest} px for a depth-{m.depth} U-Net with "
@@ -275,6 +269,7 @@ def run_train(args: argparse.Namespace) -> int:
     """``napari-unet train``: train and save the best and the last model."""
     from .checkpoint import load_model
     from .config import resolve_preset
+    from .jobs import drain
     from .train import TrainingError, last_path_for, train
 
     output = check_model_output(args)
@@ -295,12 +290,7 @@ def run_train(args: argparse.Namespace) -> int:
     jobs = train(image, labels, config, output=output, init=args.init, resume=resume)
     view = TrainBar(config.train.minutes)
     try:
-        while True:
-            try:
-                view.show(next(jobs))
-            except StopIteration as stop:
-                result = stop.value
-                break
+        result = drain(jobs, view.show)
     except KeyboardInterrupt:
         jobs.close()
         view.close()
@@ -396,6 +386,7 @@ def describe_augment(augment) -> str:
 
 def run_lr_find(args: argparse.Namespace) -> int:
     """``napari-unet lr-find``: print the loss-vs-learning-rate curve and a suggestion."""
+    from .jobs import drain
     from .lr_find import lr_find
 
     config = config_from_args(args)
@@ -403,15 +394,15 @@ def run_lr_find(args: argparse.Namespace) -> int:
     config = fit_tile(config, image.shape)
     sweep = lr_find(image, labels, config, start=args.start, end=args.end, steps=args.steps)
     bar = progress_bar(args.steps, "lr")
-    while True:
-        try:
-            point = next(sweep)
-        except StopIteration as stop:
-            result = stop.value
-            break
+
+    def show(point) -> None:
         bar.update(1)
         bar.set_postfix(lr=f"{point.lr:.2g}", loss=f"{point.smoothed:.4f}")
-    bar.close()
+
+    try:
+        result = drain(sweep, show)
+    finally:
+        bar.close()
     if args.json:
         print(json.dumps({"lr": result.lrs, "loss": result.losses, "smoothed": result.smoothed,
                           "suggestion": result.suggestion, "diverged": result.diverged}))

@@ -67,16 +67,17 @@ def _client(scheduler: str | None):
 
 def _drain_with_bar(job, unit: str):
     from .cli_jobs import progress_bar
+    from .jobs import drain
 
     bar = None
+
+    def show(progress) -> None:
+        nonlocal bar
+        bar = bar or progress_bar(progress.total, unit)
+        bar.update(progress.done - bar.n)
+
     try:
-        while True:
-            try:
-                progress = next(job)
-            except StopIteration as stop:
-                return stop.value
-            bar = bar or progress_bar(progress.total, unit)
-            bar.update(progress.done - bar.n)
+        return drain(job, show)
     finally:
         if bar is not None:
             bar.close()
@@ -95,15 +96,16 @@ def step(text: str):
     print(f" {time.monotonic() - start:.1f} s", flush=True)
 
 
-def _tile(args: argparse.Namespace, model, default: int) -> int:
+def _tile(args: argparse.Namespace, model_file) -> int:
     """Return the tile to ask prediction for; say in one line when it rounds ``--tile``."""
     from .cli_jobs import tile_notice
-    from .predict import output_tile
+    from .tiles import TilePlan, default_tile
 
-    tile = args.tile or default
-    used = output_tile(model, tile)
+    tile = args.tile or default_tile(model_file.config)
+    network = model_file.config.model
+    used = TilePlan.for_prediction(network, tile).output
     if args.tile is not None and used != args.tile:
-        tile_notice(args.tile, used, model.depth, model.padding)
+        tile_notice(args.tile, used, network.depth, network.padding)
     return tile
 
 
@@ -136,7 +138,7 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
         block = tuple(int(v) for v in args.block.split(","))
     except ValueError:
         raise InputError(f"--block takes three integers Z,Y,X, got {args.block!r}") from None
-    tile = _tile(args, model_file.build_model(), model_file.config.train.tile)
+    tile = _tile(args, model_file)
     scratch = Path(tempfile.mkdtemp(prefix=".napari-unet.", dir=mask.parent))
     probabilities = outputs.get("probabilities", scratch / "probabilities.zarr")
     client = None
@@ -169,18 +171,18 @@ def run_predict(args: argparse.Namespace) -> int:
     from .io import read_image, write_export
     from .postprocess import cell_labels, membrane_mask
     from .predict import predict
+    from .validate import check_slice_side
 
     outputs = _outputs(args)
     if _is_large(args, outputs):
         return run_large(args, outputs)
     model_file = load_model(args.model)
     image = read_image(args.images)
-    if min(image.shape[-2:]) < 8:
-        raise InputError(f"{args.images}: slices of {image.shape[-2:]} are too small to predict")
+    check_slice_side(image.shape, to="predict", name=f"{args.images}: slices")
     device = pick_device(args.device)
     model = model_file.build_model().to(device)
     job = predict(model, model_file.normalization.unit(image), model_file.normalization,
-                  tile=_tile(args, model, model_file.config.train.tile),
+                  tile=_tile(args, model_file),
                   batch_size=args.batch_size, device=device,
                   autocast_dtype=autocast_dtype(device), tta=args.tta)
     probabilities = _drain_with_bar(job, "tile")

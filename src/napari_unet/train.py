@@ -38,6 +38,8 @@ from .loss import weighted_cross_entropy
 from .metrics import evaluate, evaluate_thresholds
 from .postprocess import is_membrane
 from .predict import predict_probabilities
+from .tiles import TilePlan
+from .validate import check_slice_side
 
 __all__ = ["Event", "Progress", "TrainResult", "TrainingError", "describe_start", "drain",
            "train"]
@@ -195,9 +197,9 @@ def build_setup(image, labels, config: Config, *, init: ModelFile | None = None)
     device = pick_device(t.device)
     torch.manual_seed(t.seed)
     model = make_model(config)
-    geometry = TileGeometry.for_network(*_tile_sizes(model, t.tile))
-    if image.shape[1] < 8 or image.shape[2] < 8:
-        raise InputError(f"image slices of {image.shape[1:]} are too small to train on")
+    plan = TilePlan.for_training(model, t.tile)
+    geometry = TileGeometry.for_network(plan.output, plan.input)
+    check_slice_side(image.shape, to="train on")
     normalization = init.normalization if init else Normalization.of(image)
     if init:
         model.load_state_dict(init.state_dict)
@@ -224,12 +226,6 @@ def _kept_threshold(config: Config, init: ModelFile | None) -> float | None:
     if init and any(r.get("threshold") is not None for r in init.history):
         return init.threshold
     return None
-
-
-def _tile_sizes(model, tile: int) -> tuple[int, int]:
-    """(output tile, input tile) for a requested output tile side."""
-    size = model.input_size_for(tile)
-    return model.output_size(size), size
 
 
 def _tiles_to_cover(shape, tile: int, slices: int) -> int:
@@ -584,7 +580,7 @@ def update(setup: Setup, optimizer, batches) -> tuple[float, int]:
         except torch.cuda.OutOfMemoryError:
             raise TrainingError(
                 f"out of GPU memory at tile {setup.samples.geometry.input} px, batch "
-                f"{t.batch_size}: try a smaller --tile or --batch-size"
+                f"{t.batch_size}: try a smaller tile or batch size"
             ) from None
         if not torch.isfinite(loss):
             return loss.item(), tiles

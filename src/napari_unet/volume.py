@@ -69,7 +69,9 @@ from .errors import InputError
 from .io import overlap
 from .model import UNet
 from .postprocess import lazy_membrane
-from .predict import TilePlan, _forward, output_tile
+from .predict import predict_tiles
+from .tiles import TilePlan
+from .validate import check_dtype, check_image_shape, check_positive
 
 DEFAULT_BLOCK = (1, 1024, 1024)
 """Slices, rows and columns of a block (and of an output chunk)."""
@@ -94,7 +96,8 @@ class VolumeProgress:
 def open_lazy(source, *, name: str | None = None) -> da.Array:
     """Open an image lazily and check it as `~napari_unet.validate.check_image` does.
 
-    Only the shape and dtype are checked: looking for NaN or inf values would
+    Only the shape and dtype are checked (`~napari_unet.validate.check_dtype`,
+    `~napari_unet.validate.check_image_shape`): looking for NaN or inf values would
     read the whole volume, so that check is left out (such pixels give NaN
     probabilities in their tiles).
 
@@ -128,7 +131,8 @@ def open_lazy(source, *, name: str | None = None) -> da.Array:
         volume = da.from_array(source, chunks=_read_chunks(source.shape))
     else:
         raise TypeError(f"cannot read an image from a {type(source).__name__}")
-    _check_lazy(volume.shape, volume.dtype, name=name or "image")
+    check_dtype(volume.dtype, name=name or "image")
+    check_image_shape(volume.shape, name=name or "image")
     return volume
 
 
@@ -192,24 +196,6 @@ class LazyTiff:
         return {**self.__dict__, "_array": None}
 
 
-def _check_lazy(shape: tuple[int, ...], dtype: np.dtype, *, name: str) -> None:
-    """`check_image`'s checks that need no pixel values."""
-    dtype = np.dtype(dtype)
-    if dtype == np.dtype(bool) or not np.issubdtype(dtype, np.number):
-        raise InputError(f"{name} has dtype {dtype}; expected integers or floats")
-    if np.issubdtype(dtype, np.complexfloating):
-        raise InputError(f"{name} is complex; expected a real-valued image")
-    if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
-        raise InputError(
-            f"{name} looks like RGB(A) (shape {shape}); convert it to one channel first"
-        )
-    if len(shape) not in (2, 3):
-        raise InputError(f"{name} has {len(shape)} axes (shape {shape}); expected (Y, X) "
-                         "or (Z, Y, X)")
-    if 0 in shape:
-        raise InputError(f"{name} is empty (shape {shape})")
-
-
 # -- blocks and their tiles ---------------------------------------------------------
 
 
@@ -239,17 +225,17 @@ class AxisTiles:
     plan: TilePlan
 
     @classmethod
-    def cover(cls, start: int, stop: int, *, tile: int, align: int, model: UNet) -> "AxisTiles":
-        """Cover ``start:stop`` with equal tiles of at most ``tile`` aligned pixels."""
-        first = start - start % align
-        count = -(-(stop - first) // tile)
-        step = _round_up(-(-(stop - first) // count), align)
-        return cls(start, stop, first, step, count, TilePlan.for_model(model, step))
+    def cover(cls, start: int, stop: int, *, plan: TilePlan, model: UNet) -> "AxisTiles":
+        """Cover ``start:stop`` with equal tiles of at most ``plan.output`` pixels on its grid."""
+        first = start - start % plan.grid
+        count = -(-(stop - first) // plan.output)
+        step = _round_up(-(-(stop - first) // count), plan.grid)
+        return cls(start, stop, first, step, count, TilePlan.for_prediction(model, step))
 
     def indices(self, length: int) -> np.ndarray:
         """Return the input pixels the tiles read, mirrored into an axis of ``length``."""
         span = (self.count - 1) * self.step + self.plan.input
-        return mirror_indices(self.first - self.plan.margin, span, length)
+        return mirror_indices(self.first - self.plan.halo, span, length)
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -302,10 +288,9 @@ def plan_blocks(shape: tuple[int, int, int], block: tuple[int, int, int], model:
     -------
     blocks : list of Block
     """
-    align = 2 ** (model.depth - 1)
-    tile = output_tile(model, tile)
+    plan = TilePlan.for_prediction(model, tile)
     depth, height, width = shape
-    cover = functools.partial(AxisTiles.cover, tile=tile, align=align, model=model)
+    cover = functools.partial(AxisTiles.cover, plan=plan, model=model)
     rows = [cover(y, min(y + block[1], height)) for y in range(0, height, block[1])]
     cols = [cover(x, min(x + block[2], width)) for x in range(0, width, block[2])]
     spans = [(z, min(z + block[0], depth)) for z in range(0, depth, block[0])]
@@ -377,7 +362,6 @@ def predict_block(task: BlockTask, raw: np.ndarray, block: Block) -> int:
     return block.index
 
 
-@torch.inference_mode()
 def _predict_tiles(model: UNet, unit: np.ndarray, normalization: Normalization, block: Block,
                    task: BlockTask) -> np.ndarray:
     """P(membrane) of a block from its mirrored [0, 1] window, tile batch by tile batch."""
@@ -388,10 +372,8 @@ def _predict_tiles(model: UNet, unit: np.ndarray, normalization: Normalization, 
         batch = jobs[start:start + task.batch_size]
         tiles = np.stack([unit[z, i * y.step:i * y.step + y.plan.input,
                                j * x.step:j * x.step + x.plan.input] for z, i, j in batch])
-        inputs = torch.from_numpy(normalization.network(tiles)[:, None]).to(task.device)
-        if inputs.device.type == "cuda":
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        probs = _forward(model, inputs, task.autocast_dtype, task.tta).cpu().numpy()
+        probs = predict_tiles(model, tiles, normalization, device=task.device,
+                              autocast_dtype=task.autocast_dtype, tta=task.tta)
         oy, ox = y.plan.offset, x.plan.offset
         for (z, i, j), p in zip(batch, probs, strict=True):
             top, left = i * y.step, j * x.step
@@ -486,11 +468,14 @@ def predict_volume(
 
 
 def _check_options(*, tile: int, batch_size: int, block) -> None:
-    if len(tuple(block)) != 3 or any(int(b) != b or b < 1 for b in block):
+    try:
+        sides = [check_positive(side, name="block") for side in block]
+    except InputError:
+        sides = []
+    if len(sides) != 3:
         raise InputError(f"block must be three positive integers (Z, Y, X), got {block!r}")
-    for name, value in (("tile", tile), ("batch_size", batch_size)):
-        if int(value) != value or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    check_positive(tile, name="tile")
+    check_positive(batch_size, name="batch_size")
 
 
 def _check_output(output: Path, *, source, overwrite: bool) -> Path:

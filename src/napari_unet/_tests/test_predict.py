@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from napari_unet.data import Normalization, mirror_crop
+from napari_unet.jobs import drain
 from napari_unet.model import UNet
-from napari_unet.predict import _dihedral, predict, predict_probabilities, tile_origins
+from napari_unet.predict import _dihedral, predict, predict_probabilities
 
 NORM = Normalization(low=0.0, high=1.0, mean=0.5, std=0.25)
 
@@ -57,12 +58,7 @@ def test_same_padding_tiles_agree_inside():
 def test_progress_counts_tiles_of_all_slices():
     job = predict(tiny(), image((2, 40, 40)), NORM, tile=20, batch_size=3)
     seen = []
-    while True:
-        try:
-            seen.append(next(job))
-        except StopIteration as stop:
-            assert stop.value.shape == (2, 40, 40)
-            break
+    assert drain(job, seen.append).shape == (2, 40, 40)
     assert [p.done for p in seen] == [3, 6, 8] and {p.total for p in seen} == {8}
 
 
@@ -82,12 +78,6 @@ def test_tta_averages_the_eight_symmetries():
             inverse=True).numpy()
         for k in range(8)], axis=0)
     np.testing.assert_allclose(tta, manual, atol=1e-5)
-
-
-def test_tile_origins_stay_on_the_grid():
-    assert tile_origins(10, 4) == [0, 4, 8]
-    assert tile_origins(8, 4) == [0, 4]
-    assert tile_origins(3, 4) == [0]
 
 
 def test_tiling_invariant_for_deep_networks():

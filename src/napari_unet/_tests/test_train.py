@@ -25,11 +25,8 @@ from napari_unet.train import (
 
 def events(generator):
     out = []
-    while True:
-        try:
-            out.append(next(generator))
-        except StopIteration as stop:
-            return out, stop.value
+    result = drain(generator, out.append)
+    return out, result
 
 
 def test_progress_and_files(isbi_small, tiny_config, tmp_path):
@@ -157,7 +154,7 @@ def test_out_of_gpu_memory_says_what_to_shrink(isbi_small, tiny_config, monkeypa
     monkeypatch.setattr(train_module, "loss_of_batch", out_of_memory)
     image, labels = isbi_small
     with pytest.raises(TrainingError, match=r"out of GPU memory at tile \d+ px, batch 2: try a "
-                                            r"smaller --tile or --batch-size"):
+                                            r"smaller tile or batch size"):
         drain(train(image, labels, tiny_config))
 
 
