@@ -65,24 +65,6 @@ def _client(scheduler: str | None):
         raise InputError(f"--scheduler {scheduler}: no scheduler answers ({err})") from None
 
 
-def _drain_with_bar(job, unit: str):
-    from .cli_jobs import progress_bar
-    from .jobs import drain
-
-    bar = None
-
-    def show(progress) -> None:
-        nonlocal bar
-        bar = bar or progress_bar(progress.total, unit)
-        bar.update(progress.done - bar.n)
-
-    try:
-        return drain(job, show)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
 @contextlib.contextmanager
 def step(text: str):
     """Say what runs now (``text ...``) and, once done, how long it took."""
@@ -94,6 +76,37 @@ def step(text: str):
         print(flush=True)  # end the line before any message
         raise
     print(f" {time.monotonic() - start:.1f} s", flush=True)
+
+
+def _drain(job, unit: str, steps: dict[str, str] | None = None):
+    """Drain a prediction job: a bar of its tiles (or blocks), then its post-processing steps.
+
+    ``steps`` says how to announce each `~napari_unet.predict_jobs.PostProgress`
+    step; each is shown as a timed `step`.
+    """
+    from .cli_jobs import progress_bar
+    from .jobs import drain
+    from .predict_jobs import PostProgress
+
+    bar, timed = None, contextlib.ExitStack()
+
+    def show(progress) -> None:
+        nonlocal bar
+        if isinstance(progress, PostProgress):
+            if bar is not None:
+                bar.close()
+            timed.close()  # the step before: its time
+            timed.enter_context(step(steps[progress.step]))
+            return
+        bar = bar or progress_bar(progress.total, unit)
+        bar.update(progress.done - bar.n)
+
+    with timed:
+        try:
+            return drain(job, show)
+        finally:
+            if bar is not None:
+                bar.close()
 
 
 def _tile(args: argparse.Namespace, model_file) -> int:
@@ -127,7 +140,8 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
     from .checkpoint import load_model
     from .cli_jobs import describe_mask
     from .devices import autocast_dtype, pick_device
-    from .volume import predict_volume, publish, threshold_volume
+    from .predict_jobs import volume_job
+    from .volume import publish, threshold_volume
 
     model_file = load_model(args.model)
     device = pick_device(args.device)
@@ -144,11 +158,11 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
     client = None
     try:
         client = _client(args.scheduler)
-        job = predict_volume(args.model, args.images, probabilities, tile=tile,
-                             batch_size=args.batch_size, block=block, device=str(device),
-                             autocast_dtype=autocast_dtype(device), tta=args.tta,
-                             client=client, overwrite=args.overwrite)
-        _drain_with_bar(job, "block")
+        job = volume_job(args.model, args.images, probabilities, device=device, tile=tile,
+                         batch_size=args.batch_size, block=block,
+                         autocast_dtype=autocast_dtype(device), tta=args.tta, client=client,
+                         overwrite=args.overwrite)
+        _drain(job, "block")
         threshold, close_gaps = mask_settings(args, model_file)
         with step(f"writing the mask ({describe_mask(threshold, close_gaps)}) to {mask}"):
             staged = scratch / mask.name
@@ -169,8 +183,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .cli_jobs import describe_mask
     from .devices import autocast_dtype, pick_device
     from .io import read_image, write_export
-    from .postprocess import cell_labels, membrane_mask
-    from .predict import predict
+    from .predict_jobs import prediction_job
     from .validate import check_slice_side
 
     outputs = _outputs(args)
@@ -180,26 +193,26 @@ def run_predict(args: argparse.Namespace) -> int:
     image = read_image(args.images)
     check_slice_side(image.shape, to="predict", name=f"{args.images}: slices")
     device = pick_device(args.device)
-    model = model_file.build_model().to(device)
-    job = predict(model, model_file.normalization.unit(image), model_file.normalization,
-                  tile=_tile(args, model_file),
-                  batch_size=args.batch_size, device=device,
-                  autocast_dtype=autocast_dtype(device), tta=args.tta)
-    probabilities = _drain_with_bar(job, "tile")
     threshold, close_gaps = mask_settings(args, model_file)
+    job = prediction_job(model_file.build_model(), model_file.normalization.unit(image),
+                         model_file.normalization, threshold=threshold, close_gaps=close_gaps,
+                         min_size=args.min_cell_size if "cells" in outputs else None,
+                         device=device, tile=_tile(args, model_file),
+                         batch_size=args.batch_size, autocast_dtype=autocast_dtype(device),
+                         tta=args.tta)
+    result = _drain(job, "tile", {
+        "mask": f"computing the mask ({describe_mask(threshold, close_gaps)})",
+        "cells": "labelling cells (watershed of the probabilities)"})
     write = functools.partial(write_export, convention="isbi" if args.isbi else "membrane",
                               overwrite=args.overwrite)
-    with step(f"writing the mask ({describe_mask(threshold, close_gaps)}) to {outputs['mask']}"):
-        write("mask", outputs["mask"],
-              membrane_mask(probabilities, threshold=threshold, close_gaps=close_gaps))
+    with step(f"writing the mask to {outputs['mask']}"):
+        write("mask", outputs["mask"], result.mask)
     if "probabilities" in outputs:
         with step(f"writing the probabilities to {outputs['probabilities']}"):
-            write("probabilities", outputs["probabilities"], probabilities)
+            write("probabilities", outputs["probabilities"], result.probabilities)
     if "cells" in outputs:
-        with step("labelling cells (watershed of the probabilities)"):
-            cells = cell_labels(probabilities, threshold=threshold, min_size=args.min_cell_size)
         with step(f"writing the cells to {outputs['cells']}"):
-            write("cells", outputs["cells"], cells)
+            write("cells", outputs["cells"], result.cells)
     print("wrote " + ", ".join(str(path) for path in outputs.values()))
     return 0
 

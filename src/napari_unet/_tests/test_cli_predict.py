@@ -44,9 +44,10 @@ def test_writes_mask_probabilities_and_cells(model_path, stack, tmp_path, capsys
                           "--device", "cpu"], capsys)
     assert code == 0, err
     steps = [line.split(" ...")[0] for line in out.splitlines()]
-    assert steps == [f"writing the mask (threshold 0.5) to {tmp_path / 'mask.tif'}",
-                     f"writing the probabilities to {tmp_path / 'p.tif'}",
+    assert steps == ["computing the mask (threshold 0.5)",
                      "labelling cells (watershed of the probabilities)",
+                     f"writing the mask to {tmp_path / 'mask.tif'}",
+                     f"writing the probabilities to {tmp_path / 'p.tif'}",
                      f"writing the cells to {tmp_path / 'c.tif'}",
                      f"wrote {tmp_path / 'mask.tif'}, {tmp_path / 'p.tif'}, {tmp_path / 'c.tif'}"]
     mask, probs, cells = (tifffile.imread(tmp_path / n) for n in ("mask.tif", "p.tif", "c.tif"))
@@ -82,7 +83,7 @@ def test_gaps_closed_as_the_model_says_unless_the_flag_says_otherwise(
                                   is_membrane(probs, threshold=0.5, close_gaps=0.3))
     assert "(threshold 0.5, gaps closed at 0.3)" in outputs["model"][1]
     np.testing.assert_array_equal(outputs["off"][0], probs > 0.5)
-    assert "(threshold 0.5) to" in outputs["off"][1]
+    assert "mask (threshold 0.5) ..." in outputs["off"][1]
     np.testing.assert_array_equal(outputs["flag"][0],
                                   is_membrane(probs, threshold=0.5, close_gaps=0.1))
     with pytest.raises(SystemExit) as exit_:

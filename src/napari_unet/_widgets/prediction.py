@@ -9,7 +9,6 @@ by block into a zarr folder (`napari_unet.volume.predict_volume`), and its
 probabilities and mask come back as lazy layers: nothing is loaded whole.
 """
 
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -22,12 +21,12 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidge
 
 from .._writer import CELLS, PREDICTED
 from ..checkpoint import BUNDLED, ModelFile, is_bundled, load_model
-from ..devices import autocast_dtype, available_devices, pick_device, using_cpu_threads
+from ..devices import autocast_dtype, available_devices, pick_device
 from ..errors import InputError
 from ..labels import INTERIOR, LABEL_COLORS, MEMBRANE
-from ..postprocess import cell_labels, lazy_membrane, membrane_mask
-from ..predict import PredictProgress, predict
-from ..volume import predict_volume
+from ..postprocess import lazy_membrane
+from ..predict import PredictProgress
+from ..predict_jobs import Prediction, prediction_job, volume_job
 from .layers import current_slice, full_resolution, is_lazy, layer_picker
 from .runner import Job, JobWidget
 from .session import corrected_slices, session
@@ -39,69 +38,6 @@ DEFAULT_VOLUME_OUTPUT = Path.home() / "napari-unet" / "probabilities.zarr"
 MARK = PREDICTED
 """Layer metadata key of the layers this widget writes (not offered as input images); its
 value is the layer's role (``'cells'`` tells the writer to save cell labels as they are)."""
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """What a prediction job returns: P(membrane), annotation mask and cells (or None)."""
-
-    probabilities: np.ndarray
-    mask: np.ndarray
-    cells: np.ndarray | None
-
-
-def prediction_job(model, unit_image, normalization, *, threshold: float,
-                   min_size: int | None, device, close_gaps: float | None = None, **options):
-    """Predict, then threshold and (when ``min_size`` is not None) label cells.
-
-    Parameters
-    ----------
-    model : UNet
-    unit_image : (Y, X) or (Z, Y, X) float32 ndarray
-        The image mapped to [0, 1].
-    normalization : Normalization
-    threshold : float
-        Membrane where P(membrane) is above it.
-    min_size : int or None
-        Smallest cell seed, in pixels; None: no cells.
-    device : torch.device
-    close_gaps : float or None
-        Close the mask's gaps (`napari_unet.postprocess.membrane_mask`); None: off.
-    **options
-        More keyword arguments of `napari_unet.predict.predict`.
-
-    Yields
-    ------
-    progress : PredictProgress
-
-    Returns
-    -------
-    prediction : Prediction
-    """
-    with using_cpu_threads(device):
-        prob = yield from predict(model.to(device), unit_image, normalization, device=device,
-                                  **options)
-    cells = None if min_size is None else cell_labels(prob, threshold=threshold,
-                                                      min_size=min_size)
-    mask = membrane_mask(prob, threshold=threshold, close_gaps=close_gaps)
-    return Prediction(prob, mask, cells)
-
-
-def volume_job(model_path, volume, output, *, device, **options):
-    """Predict a lazy volume block by block into a zarr folder (leaving a core to the GUI).
-
-    Yields
-    ------
-    progress : VolumeProgress
-
-    Returns
-    -------
-    path : Path
-        The zarr array of P(membrane).
-    """
-    with using_cpu_threads(device):
-        return (yield from predict_volume(model_path, volume, output, device=str(device),
-                                          **options))
 
 
 class PredictionWidget(JobWidget):
