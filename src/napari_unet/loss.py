@@ -1,5 +1,6 @@
 """The pixel-wise weighted cross-entropy of Ronneberger et al. 2015, eq. 1."""
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -37,3 +38,30 @@ def weighted_cross_entropy(
     ce = F.cross_entropy(logits.float(), target, reduction="none")
     annotated = (weights > 0).sum().clamp(min=1)
     return (weights * ce).sum() / annotated
+
+
+def probability_loss(probabilities: np.ndarray, target: np.ndarray, weights: np.ndarray) -> float:
+    """Eq. 1 for a prediction already turned into P(membrane) (a validation's).
+
+    The log of the two class probabilities serves as logits: their softmax
+    gives the probabilities back, so `weighted_cross_entropy` applies
+    unchanged. Probabilities are clipped at 1e-7, so a confident mistake
+    costs at most -log(1e-7) ~ 16 per unit weight.
+
+    Parameters
+    ----------
+    probabilities : (N, H, W) float ndarray
+        P(membrane) in [0, 1].
+    target : (N, H, W) int ndarray
+        1 = membrane, 0 = anything else (`napari_unet.data.class_targets`).
+    weights : (N, H, W) float ndarray
+        w(x); 0 where not annotated.
+
+    Returns
+    -------
+    loss : float
+    """
+    membrane = torch.from_numpy(np.asarray(probabilities, dtype=np.float32))
+    log_p = torch.log(torch.stack([1.0 - membrane, membrane], dim=1).clamp(min=1e-7))
+    return weighted_cross_entropy(log_p, torch.from_numpy(np.asarray(target, dtype=np.int64)),
+                                  torch.from_numpy(np.asarray(weights, dtype=np.float32))).item()

@@ -34,7 +34,7 @@ from .data import (
 from .devices import autocast_dtype, default_workers, pick_device, using_cpu_threads
 from .errors import InputError
 from .jobs import drain
-from .loss import weighted_cross_entropy
+from .loss import probability_loss, weighted_cross_entropy
 from .metrics import evaluate, evaluate_thresholds
 from .postprocess import is_membrane
 from .predict import predict_probabilities
@@ -336,9 +336,7 @@ def validate(setup: Setup) -> tuple[dict, np.ndarray | None]:
                                   tile=t.tile, batch_size=max(1, t.batch_size),
                                   device=setup.device, autocast_dtype=setup.amp)
     labels, weights = setup.labels[z], np.stack([setup.weights[i] for i in z])
-    p_true = np.where(class_targets(labels) == 1, probs, 1.0 - probs)
-    ce = -np.log(np.clip(p_true, 1e-7, 1.0))
-    record = {"val_loss": float((weights * ce).sum() / max(1, np.count_nonzero(weights)))}
+    record = {"val_loss": probability_loss(probs, class_targets(labels), weights)}
     fixed = t.threshold
     sweep = evaluate_thresholds(probs, labels,
                                 sorted({*THRESHOLDS, *([] if fixed is None else [fixed])}))

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from napari_unet.data import class_targets
-from napari_unet.loss import weighted_cross_entropy
+from napari_unet.loss import probability_loss, weighted_cross_entropy
 from napari_unet.weights import annotation_weight_map
 
 
@@ -63,3 +63,16 @@ def test_nothing_annotated_gives_zero():
     labels = np.zeros((4, 4), np.uint8)
     loss, grad = gradient(labels, np.zeros((4, 4), np.float32), torch.randn(1, 2, 4, 4))
     assert loss.item() == 0.0 and torch.count_nonzero(grad) == 0
+
+
+def test_probability_loss_is_eq1_of_the_softmax():
+    logits = torch.tensor([[[[0.0, 2.0], [-1.0, 30.0]], [[1.0, -2.0], [0.5, -30.0]]]])
+    target = torch.tensor([[[1, 0], [0, 1]]])
+    weights = torch.tensor([[[2.0, 1.0], [0.0, 1.0]]])
+    membrane = torch.softmax(logits, dim=1)[:, 1].numpy()
+    expected = weighted_cross_entropy(logits, target, weights).item()
+    # the last pixel's mistake is clipped at 1e-7 rather than costing 60
+    clipped = (2 * -np.log(membrane[0, 0, 0]) + -np.log(1 - membrane[0, 0, 1]) - np.log(1e-7)) / 3
+    assert probability_loss(membrane, target.numpy(), weights.numpy()) == \
+        pytest.approx(clipped, rel=1e-5)
+    assert expected > clipped + 10
