@@ -51,6 +51,27 @@ def current_slice(layer, point) -> int:
     return int(np.clip(z, 0, full_resolution(layer).shape[0] - 1))
 
 
+def slice_translate(translate, scale, index: int | None) -> np.ndarray:
+    """Return the translate that puts a one-slice layer on slice ``index`` of a stack.
+
+    Parameters
+    ----------
+    translate, scale : sequence of float
+        The stack layer's, one entry per axis.
+    index : int or None
+        The slice; None for a 2D layer, whose ``translate`` is returned as it is.
+
+    Returns
+    -------
+    translate : (D,) float ndarray
+        A new array, for a (1, Y, X) layer with the stack's ``scale``.
+    """
+    translate = np.array(translate, dtype=float)
+    if index is not None:
+        translate[0] += index * scale[0]
+    return translate
+
+
 def layer_picker(viewer, label: str, *kinds: type, predicted: bool | None = None,
                  **options) -> ComboBox:
     """Make a ComboBox that lists the viewer's layers of ``kinds``, never a preview.

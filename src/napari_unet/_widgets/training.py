@@ -19,7 +19,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLa
 
 from ..lr_find import LRResult, LRStep, lr_find
 from ..train import Event, Progress, TrainResult, last_path_for, train
-from .layers import PREVIEW
+from .layers import PREVIEW, slice_translate
 from .plot import PlotWidget
 from .progress import Smoother, describe_start, describe_step, describe_validation
 from .runner import Job, JobWidget
@@ -193,10 +193,9 @@ class TrainingWidget(JobWidget):
     def _show_preview(self, preview: np.ndarray) -> None:
         """Show P(membrane) of the first validation slice as a layer on that slice."""
         run, viewer = self._run, self._viewer
-        data, translate = preview, run.translate.copy()
-        if run.ndim == 3:  # one slice of the stack, at its place
-            data = preview[None]
-            translate[0] += run.preview_slice * run.scale[0]
+        index = run.preview_slice if run.ndim == 3 else None  # one slice of a stack, in place
+        translate = slice_translate(run.translate, run.scale, index)
+        data = preview if index is None else preview[None]
         if self._preview is not None and self._preview in viewer.layers:
             self._preview.data = data
             if not np.array_equal(self._preview.translate, translate):  # each set refreshes

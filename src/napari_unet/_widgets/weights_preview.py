@@ -20,7 +20,14 @@ from ..labels import to_annotation
 from ..validate import check_image
 from ..weights import WeightConfig
 from .closing import on_removal
-from .layers import PREVIEW, current_slice, full_resolution, layer_picker, pick_first
+from .layers import (
+    PREVIEW,
+    current_slice,
+    full_resolution,
+    layer_picker,
+    pick_first,
+    slice_translate,
+)
 from .session import session
 
 DEBOUNCE_MS = 50
@@ -149,11 +156,8 @@ class SliceState:
         ``offset`` is (Y, X) in image pixels: where the layer's origin lies
         relative to the image's.
         """
-        shift = np.multiply(self.scale[-2:], offset)
-        translate = np.array(self.translate, dtype=float)
-        translate[-2:] += shift
-        if self.index is not None:
-            translate[0] += self.index * self.scale[0]
+        translate = slice_translate(self.translate, self.scale, self.index)
+        translate[-2:] += np.multiply(self.scale[-2:], offset)
         return {"scale": self.scale, "translate": tuple(translate)}
 
     def layer_data(self, array: np.ndarray) -> np.ndarray:
