@@ -283,6 +283,10 @@ class PredictionWidget(JobWidget):
 
 
 def _done_of_total(p: PredictProgress) -> tuple[int, int]:
-    """Tiles or blocks done, of how many (a `PredictProgress` or a `VolumeProgress`)."""
+    """Return the tiles, blocks or post-processing steps done, of how many.
+
+    ``p`` is a `PredictProgress`, a `napari_unet.predict_jobs.PostProgress` or a
+    `napari_unet.volume.VolumeProgress`: each counts ``done`` of ``total``.
+    """
     return p.done, p.total
 
