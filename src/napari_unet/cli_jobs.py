@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .jobs import format_duration
 
 AUTO = "auto"
 OFF = "off"
@@ -215,13 +216,6 @@ def _format(record: dict, *, final: bool = False) -> str:
     return f"epoch {record['epoch']}: {shown}"
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
-
-
 class TrainBar:
     """The terminal view of a training run: what it trains on, then a bar to the end.
 
@@ -256,7 +250,7 @@ class TrainBar:
         self.bar.update(round(done) - self.bar.n)
         self.bar.set_postfix(epoch=progress.epoch + 1, step=progress.step,
                              loss=f"{progress.loss:.4f}", tiles_s=f"{progress.samples_per_s:.2f}",
-                             left=_duration(progress.eta_s))
+                             left=format_duration(progress.eta_s))
 
     def close(self) -> None:
         """Close the bar (if it is open)."""

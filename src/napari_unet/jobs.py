@@ -30,6 +30,14 @@ def drain(generator: Generator, report: Callable | None = None):
             report(progress)
 
 
+def format_duration(seconds: float | None) -> str:
+    """Format seconds as ``h:mm:ss`` (``?`` when unknown)."""
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
 class Smoother:
     """Exponential moving average with bias correction, for a noisy loss curve.
 

@@ -27,6 +27,7 @@ from ..labels import INTERIOR, LABEL_COLORS, MEMBRANE
 from ..postprocess import lazy_membrane
 from ..predict import PredictProgress
 from ..predict_jobs import Prediction, prediction_job, volume_job
+from ..tiles import default_tile
 from .layers import current_slice, full_resolution, is_lazy, layer_picker
 from .runner import Job, JobWidget
 from .session import corrected_slices, session
@@ -144,7 +145,7 @@ class PredictionWidget(JobWidget):
             self._model_file, self._loaded = None, None
             self.summary.setText("")
             model_file = load_model(path)
-            self.tile.value = model_file.config.train.tile
+            self.tile.value = default_tile(model_file.config)
             self.threshold.value = model_file.threshold
             self.close_gaps.value = model_file.close_gaps or 0.0
             self.summary.setText(model_file.describe())

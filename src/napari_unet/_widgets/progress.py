@@ -1,18 +1,10 @@
 """Progress in words and a smoothed loss, for the Training widget."""
 
-from ..jobs import Smoother
+from ..jobs import Smoother, format_duration
 from ..train import Progress, describe_start
 
 __all__ = ["Smoother", "describe_start", "describe_step", "describe_validation",
            "format_duration"]
-
-
-def format_duration(seconds: float | None) -> str:
-    """Format seconds as ``h:mm:ss`` (``?`` when unknown)."""
-    if seconds is None:
-        return "?"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 def describe_step(p: Progress) -> str:
