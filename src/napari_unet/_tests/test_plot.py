@@ -3,8 +3,8 @@
 import math
 
 import pytest
-from qtpy.QtCore import QPoint, QPointF, Qt
-from qtpy.QtGui import QWheelEvent
+from qtpy.QtCore import QEvent, QPoint, QPointF, Qt
+from qtpy.QtGui import QMouseEvent, QWheelEvent
 from qtpy.QtWidgets import QApplication
 
 from napari_unet._widgets.plot import MAX_FPS, PlotWidget
@@ -38,13 +38,22 @@ def drawn(curve):
 
 
 def hover(qtbot, plot, pos, text):
-    """Move the mouse to ``pos``; wait until the tip reads ``text`` (None: hidden)."""
-    qtbot.mouseMove(plot.view.viewport(), pos)
+    """Move the mouse to ``pos`` until the tip reads ``text`` (None: hidden).
 
-    def shown():
-        return plot._tip.toPlainText() if plot._tip.isVisible() else None
+    The move is sent to the viewport as Qt delivers it, not through the real cursor,
+    which another test's window may cover on a shared display; it is repeated, as a
+    hand's small moves are, since pyqtgraph drops moves that come too close together.
+    """
+    viewport = plot.view.viewport()
 
-    qtbot.waitUntil(lambda: shown() == text, timeout=3000)
+    def moved_and_shown():
+        QApplication.sendEvent(viewport, QMouseEvent(
+            QEvent.Type.MouseMove, QPointF(pos), QPointF(viewport.mapToGlobal(pos)),
+            Qt.MouseButton.NoButton, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier))
+        shown = plot._tip.toPlainText() if plot._tip.isVisible() else None
+        return shown == text
+
+    qtbot.waitUntil(moved_and_shown, timeout=3000)
 
 
 def wheel(plot, pos, clicks):
