@@ -41,7 +41,6 @@ from qtpy.QtCore import QEventLoop, Qt, QTimer
 import napari_unet.devices
 from napari_unet._sample_data import isbi2012_sample
 from napari_unet._widgets.training import TrainingWidget
-from napari_unet.config import Config
 
 TICK_MS = 10
 SLIDER_MS = 100
@@ -107,7 +106,7 @@ class Records:
             self.step_times.append(now)
             if self.steps == 1:
                 self.events.append((now, "first step"))
-        else:
+        elif p.event.value == "validation":
             self.validations += 1
             self.events.append((now, f"validation {self.validations}"))
 
@@ -155,12 +154,12 @@ def configure(widget: TrainingWidget, args, output: Path) -> None:
     for name, value in settings.items():
         getattr(form, name).value = value
     form.output.value = output
-    # The form has no field for the epoch length; the base config carries it.
+    # The form has no field for the epoch length, and it takes only the weight map and
+    # augmentation from a base config: the epoch length is set on the form's result.
     plain = form.config
 
     def config(base=None):
-        base = (base or Config()).replace(train={"samples_per_epoch": args.epoch_tiles})
-        return plain(base=base)
+        return plain(base=base).replace(train={"samples_per_epoch": args.epoch_tiles})
 
     form.config = config
 
