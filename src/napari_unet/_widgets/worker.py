@@ -1,5 +1,6 @@
 """Run a core progress generator (training, LR search, prediction) in a napari worker."""
 
+import gc
 import os
 import sys
 import threading
@@ -122,5 +123,35 @@ def start_job(func: Callable[..., Generator], *args, connect: dict, **kwargs) ->
         Already started; ``worker.quit()`` stops it after the job's next yield.
     """
     reserve_gui_core()  # napari's event loop keeps a core while jobs train or predict
-    return create_worker(func, *args, _worker_class=JobWorker, _connect=connect,
-                         _start_thread=True, **kwargs)
+    worker = create_worker(func, *args, _worker_class=JobWorker, _connect=connect,
+                           _start_thread=False, **kwargs)
+    _freeze_old_objects(worker)
+    worker.start()
+    return worker
+
+
+_running_jobs = 0
+
+
+def _freeze_old_objects(worker: JobWorker) -> None:
+    """Keep the garbage collector's full passes short until the last running job ends.
+
+    A full pass of Python's cyclic collector walks every container object in the
+    process, about 540,000 in a napari viewer: 230-300 ms holding the GIL, on whichever
+    thread's allocation triggers it. While a job ran, one came every few validations
+    and froze the GUI that long (benchmarks/bench_responsiveness.py). `gc.freeze` moves
+    the objects alive now out of the collector's sight, so a pass walks only what was
+    made since; reference counting still frees everything as before. When no job runs
+    any more, `gc.unfreeze` hands the old objects back to the collector.
+    """
+    global _running_jobs
+    gc.freeze()
+    _running_jobs += 1
+    worker.finished.connect(_unfreeze_after_last_job)
+
+
+def _unfreeze_after_last_job() -> None:
+    global _running_jobs
+    _running_jobs -= 1
+    if _running_jobs == 0:
+        gc.unfreeze()
