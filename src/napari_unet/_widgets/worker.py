@@ -1,6 +1,7 @@
 """Run a core progress generator (training, LR search, prediction) in a napari worker."""
 
 import gc
+import importlib
 import os
 import sys
 import threading
@@ -70,6 +71,27 @@ class JobWorker(GeneratorWorker):
                 return super().work()
             finally:
                 self._job.close()
+
+
+def import_in_background(*names: str) -> None:
+    """Import modules in a background thread now, not in a job later.
+
+    torch imports ``torch._dynamo`` when it builds its first optimizer: about a second of
+    imports that hold the GIL in long stretches, so a job that did it stalled the GUI
+    for 100-200 ms at every first Start. Begun when a widget opens, it is done by the
+    time the form is filled in (a job that needs it sooner waits for it, as imports do).
+    """
+    missing = [name for name in names if name not in sys.modules]
+    if missing:
+        threading.Thread(target=_import, args=missing, name="napari-unet imports",
+                         daemon=True).start()
+
+
+def _import(*names: str) -> None:
+    with below_the_gui():
+        for name in names:
+            with suppress(ImportError):
+                importlib.import_module(name)
 
 
 @contextmanager
