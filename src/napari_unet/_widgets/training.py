@@ -15,6 +15,7 @@ import napari
 import numpy as np
 from napari.utils.notifications import show_info
 from napari.utils.theme import get_theme
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget
 
 from ..lr_find import LRResult, LRStep, lr_find
@@ -25,6 +26,7 @@ from .progress import Smoother, describe_start, describe_step, describe_validati
 from .runner import Job, JobWidget
 from .session import session
 from .training_form import TrainingForm, first_validation_slice
+from .worker import import_in_background
 
 COLORS = {"train": "#4fa3e0", "val": "#f0a030", "v_rand": "#6cc070", "raw": "#7d8590"}
 VALIDATION_PREVIEW = "validation prediction"
@@ -75,6 +77,7 @@ class TrainingWidget(JobWidget):
         self._follow_theme()
         self.form.preset.changed.connect(self._share_preset)
         self.disable_while_running(self.start_button, self.lr_button)
+        import_in_background("torch._dynamo")  # the optimizers' first use would import it
 
     # --- construction ----------------------------------------------------------------
 
@@ -204,8 +207,8 @@ class TrainingWidget(JobWidget):
         self._preview = viewer.add_image(
             data, name=VALIDATION_PREVIEW, colormap="magma", contrast_limits=(0.0, 1.0),
             opacity=0.7, scale=run.scale, translate=translate, metadata={PREVIEW: True})
-        if run.ndim == 3:
-            viewer.dims.set_current_step(0, translate[0])
+        if run.ndim == 3:  # at the loop's next turn: adding the layer alone holds it ~100 ms
+            QTimer.singleShot(0, partial(viewer.dims.set_current_step, 0, translate[0]))
 
     # --- learning-rate search --------------------------------------------------------
 
