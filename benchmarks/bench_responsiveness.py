@@ -13,7 +13,10 @@ in one process:
 
 An epoch is ``--epoch-tiles`` tiles, so that validations and the live preview
 fall inside the measurement. Printed: median, p95, p99 and max lateness (ms)
-per phase, the largest stalls while training and the records handled in them, the
+per phase; per phase, the largest stall at the start of training (from the
+click to just after the first step), at validations (from the last step before
+each to just after its record is shown) and otherwise, the idle phases being the
+baseline; the largest stalls while training and the records handled in them, the
 training steps done, steps/s, the torch threads used and the busy threads.
 
 Usage::
@@ -26,6 +29,7 @@ training; other processes' CPU use shows up as stalls too, so run it more than o
 """
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -110,6 +114,21 @@ class Records:
             self.validations += 1
             self.events.append((now, f"validation {self.validations}"))
 
+    def windows(self, start: float, after: float = 0.3) -> dict[str, list[tuple[float, float]]]:
+        """Return the moments to watch, as (from, to) perf_counter times.
+
+        "start": from the Start click to ``after`` seconds past the first step's record;
+        "validation": from the last step's record before each validation's record (when
+        the validation began) to ``after`` seconds past it (the preview and plot updates).
+        """
+        first = self.step_times[0] + after if self.step_times else math.inf
+        spans = {"start": [(start, first)], "validation": []}
+        for t, name in self.events:
+            if name.startswith("validation"):
+                began = max((s for s in self.step_times if s < t), default=start)
+                spans["validation"].append((began, t + after))
+        return spans
+
     def rate(self) -> float:
         """Return the steps per second between the first and the last step."""
         t = self.step_times
@@ -186,6 +205,17 @@ def busy_threads(before: dict, after: dict, seconds: float) -> str:
     return ", ".join(f"{k} {100 * share:.0f}%" for share, k in reversed(busy))
 
 
+def stalls_by_moment(ticks, windows: dict) -> str:
+    """Format the largest lateness (ms) of the ticks in each kind of window, and elsewhere."""
+    largest = dict.fromkeys([*windows, "otherwise"], 0.0)
+    for t, late in ticks:
+        end = t + (late + TICK_MS) / 1000
+        kinds = [k for k, spans in windows.items() if any(a <= end and t <= z for a, z in spans)]
+        for kind in kinds or ["otherwise"]:
+            largest[kind] = max(largest[kind], late)
+    return "".join(f"{v:16.1f}" for v in largest.values())
+
+
 def largest_stalls(ticks, events, start: float, count: int = 5) -> list[str]:
     """Describe the largest stalls: when (s after Start) and the records handled during them."""
     lines = []
@@ -256,6 +286,11 @@ def main(argv=None) -> None:
           f"{'max':>9}{'ticks':>8}")
     for phase, ticks in meter.ticks.items():
         print(f"{phase:<22}{summary([late for _, late in ticks])}")
+    windows = records.windows(start)
+    print(f"\n{'largest stall (ms)':<22}" + "".join(f"{k:>16}" for k in
+                                                   ["at start", "at validations", "otherwise"]))
+    for phase in ("idle", "idle + slider", "training", "training + slider"):
+        print(f"{phase:<22}{stalls_by_moment(meter.ticks.get(phase, []), windows)}")
     print("\nlargest stalls while training (no slider):")
     print("\n".join(largest_stalls(meter.ticks.get("training", []), records.events, start)))
 
