@@ -256,6 +256,7 @@ def main(argv=None) -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         configure(widget, args, Path(folder) / "model.pt")
+        run_events(1)  # the form's own updates come before a user clicks Start
         meter.measure("training")
         cpu_before, start = thread_cpu(), time.perf_counter()
         widget.start()
