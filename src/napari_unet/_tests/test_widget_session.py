@@ -33,6 +33,7 @@ def test_preview_settings_are_what_training_uses(viewer, qtbot, tmp_path):
     augment.strength.value = 0.5
     assert augment.weight_config.w0 == 7.5  # the augmented weights use the same map
     trainer = TrainingWidget(viewer)
+    qtbot.addWidget(trainer)  # closed and deleted by Qt at teardown, not by the collector
     for name, value in {"depth": 3, "base_channels": 4, "tile": 64, "batch_size": 2,
                         "epochs": 1, "val_slices": "3", "device": "cpu"}.items():
         getattr(trainer.form, name).value = value
