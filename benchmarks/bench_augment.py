@@ -21,8 +21,8 @@ from dataclasses import fields, replace
 import cv2
 import numpy as np
 
-from napari_unet.augment import DEFAULT, AugmentConfig, augment
-from napari_unet.datasets import isbi2012
+from napari_unet.io.sample import isbi2012
+from napari_unet.training.augment import DEFAULT, AugmentConfig, augment
 
 TILE = 572
 PROBABILITIES = [f.name for f in fields(AugmentConfig) if f.name.endswith("_p")]

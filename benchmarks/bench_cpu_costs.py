@@ -22,9 +22,9 @@ import time
 import torch
 
 from napari_unet.config import config_for_preset
-from napari_unet.datasets import isbi2012
 from napari_unet.devices import available_cores
-from napari_unet.train import build_setup, make_loader, make_optimizer, update, validate
+from napari_unet.io.sample import isbi2012
+from napari_unet.training.train import build_setup, make_loader, make_optimizer, update, validate
 
 
 def updates_per_second(setup, seconds: float) -> float:

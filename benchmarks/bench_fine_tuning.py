@@ -10,7 +10,7 @@ with the project's ISBI metric. Compared, each on one core:
 - the pretrained model fine-tuned on the two slices for the same minutes;
 - Correct-and-retrain as the widget runs it: the pretrained model's mask of the new stack
   with the two slices corrected, retrained with the widget's default epochs, minutes and
-  learning rate (`napari_unet.labels.retraining_labels`).
+  learning rate (`napari_unet.io.labels.retraining_labels`).
 
 Usage::
 
@@ -33,8 +33,8 @@ NEW = list(range(15, 30))
 
 def scores_of(model_path: Path, image, truth) -> dict:
     """Predict with a model file and score against the truth (the model's own threshold)."""
-    from napari_unet.checkpoint import load_model
-    from napari_unet.predict import predict_probabilities
+    from napari_unet.model.files import load_model
+    from napari_unet.prediction.predict import predict_probabilities
 
     model_file = load_model(model_path)
     probs = predict_probabilities(model_file.build_model(), model_file.normalization.unit(image),
@@ -55,11 +55,11 @@ def main() -> int:
     torch.set_num_threads(1)
 
     from napari_unet.config import RETRAIN_DEFAULTS, config_for_preset
-    from napari_unet.datasets import isbi2012
-    from napari_unet.labels import retraining_labels
-    from napari_unet.postprocess import membrane_mask
-    from napari_unet.predict import predict_probabilities
-    from napari_unet.train import drain, train
+    from napari_unet.io.labels import retraining_labels
+    from napari_unet.io.sample import isbi2012
+    from napari_unet.prediction.postprocess import membrane_mask
+    from napari_unet.prediction.predict import predict_probabilities
+    from napari_unet.training.train import drain, train
 
     image, labels = isbi2012()
     annotated = [int(z) - NEW[0] for z in args.annotated.split(",")]
@@ -84,7 +84,7 @@ def main() -> int:
             rows[f"{name}, {args.minutes:g} min"] = scores_of(out, new_image[scored],
                                                              new_truth[scored])
         # Correct and retrain: the pretrained mask of the new stack, two slices corrected.
-        from napari_unet.checkpoint import load_model
+        from napari_unet.model.files import load_model
 
         model_file = load_model(pre)
         probs = predict_probabilities(model_file.build_model(),

@@ -3,7 +3,7 @@
 For each model file (trained on ISBI slices 0-23 by `bench_time_to_quality.py --keep`), predict
 the validation slices 24-26 (where a cut may be chosen) and the test slices 27-29 (never
 trained on, never used to choose), and score the mask cut at each threshold, as it is and with
-its gaps closed (`napari_unet.postprocess.gap_lines`), with the challenge's scores. The first
+its gaps closed (`prediction.postprocess.gap_lines`), with the challenge's scores. The first
 row of each model, 0.5 without closing, is the baseline. Usage::
 
     python benchmarks/bench_mask_cut.py A.pt B.pt [--thresholds 0.5,0.6,0.65] [--levels 0.2,0.3]
@@ -24,11 +24,11 @@ def rows_of(path: str, sets: dict[str, list[int]], thresholds: list[float],
     """Score one model's masks on the validation and the test slices."""
     import torch
 
-    from napari_unet.checkpoint import load_model
-    from napari_unet.datasets import isbi2012
-    from napari_unet.metrics import evaluate
-    from napari_unet.postprocess import is_membrane
-    from napari_unet.predict import predict_probabilities
+    from napari_unet.evaluation.scores import evaluate
+    from napari_unet.io.sample import isbi2012
+    from napari_unet.model.files import load_model
+    from napari_unet.prediction.postprocess import is_membrane
+    from napari_unet.prediction.predict import predict_probabilities
 
     image, labels = isbi2012()
     model_file = load_model(path)

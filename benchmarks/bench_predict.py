@@ -18,12 +18,12 @@ import time
 import numpy as np
 import torch
 
-from napari_unet.data import Normalization
-from napari_unet.datasets import isbi2012
-from napari_unet.model import UNet
-from napari_unet.postprocess import cell_labels, membrane_mask
-from napari_unet.predict import predict_probabilities
-from napari_unet.tiles import SAME_CONTEXT, TilePlan, tile_origins
+from napari_unet.io.sample import isbi2012
+from napari_unet.model.normalization import Normalization
+from napari_unet.model.unet import UNet
+from napari_unet.prediction.postprocess import cell_labels, membrane_mask
+from napari_unet.prediction.predict import predict_probabilities
+from napari_unet.prediction.tiles import SAME_CONTEXT, TilePlan, tile_origins
 
 
 def ours(model, unit, norm, tile, batch):
@@ -87,7 +87,7 @@ def main():
           f"mask {mask.shape}, {cells.max()} cells")
     if torch.cuda.is_available():
         from napari_unet.jobs import drain
-        from napari_unet.predict import predict
+        from napari_unet.prediction.predict import predict
 
         gpu = UNet().cuda().eval().to(memory_format=torch.channels_last)
         for _ in range(2):

@@ -2,7 +2,7 @@
 
 Both train on ISBI 2012 slices 0-23 of the bundled sample, follow their validation V_rand on
 slices 24-26 while they train, and are scored at the end on slices 27-29, which neither ever
-trains on, with the project's ISBI metric (`napari_unet.metrics`): V_rand, V_info and pixel
+trains on, with the project's ISBI metric (`evaluation.scores`): V_rand, V_info and pixel
 error of the exported mask (each cut as it would export it: threshold, gaps closed), and the
 challenge's maximum over thresholds. The membrane fraction of each mask is printed next to
 the truth's, since a thick mask can score a high V_rand and still look wrong.
@@ -93,8 +93,8 @@ def run_reference(minutes: float, seed: int) -> dict:
     """Train the plain U-Net for ``minutes``; return its curve and its model's test scores."""
     import torch
 
-    from napari_unet.datasets import isbi2012
-    from napari_unet.metrics import evaluate
+    from napari_unet.evaluation.scores import evaluate
+    from napari_unet.io.sample import isbi2012
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -139,11 +139,11 @@ def run_project(minutes: float, seed: int, preset: str, settings: dict,
     """Train with the project's engine and preset; return its curve and test scores."""
     import torch
 
-    from napari_unet.checkpoint import load_model
     from napari_unet.config import config_for_preset
-    from napari_unet.datasets import isbi2012
-    from napari_unet.predict import predict_probabilities
-    from napari_unet.train import drain, train
+    from napari_unet.io.sample import isbi2012
+    from napari_unet.model.files import load_model
+    from napari_unet.prediction.predict import predict_probabilities
+    from napari_unet.training.train import drain, train
 
     image, labels = isbi2012()
     config = config_for_preset(preset, device="cpu").replace(
@@ -169,8 +169,8 @@ def run_project(minutes: float, seed: int, preset: str, settings: dict,
 def test_scores(probs: np.ndarray, truth: np.ndarray, threshold: float,
                 close_gaps: float | None = None) -> dict:
     """Return the exported mask's scores, the challenge's maxima and the membrane fractions."""
-    from napari_unet.metrics import evaluate, evaluate_thresholds
-    from napari_unet.postprocess import is_membrane
+    from napari_unet.evaluation.scores import evaluate, evaluate_thresholds
+    from napari_unet.prediction.postprocess import is_membrane
 
     mask = is_membrane(probs, threshold=threshold, close_gaps=close_gaps)
     exported = evaluate(mask, truth)

@@ -21,8 +21,8 @@ import time
 import torch
 
 from napari_unet.config import Config
-from napari_unet.datasets import isbi2012
-from napari_unet.train import build_setup, loss_of_batch, make_loader, make_optimizer
+from napari_unet.io.sample import isbi2012
+from napari_unet.training.train import build_setup, loss_of_batch, make_loader, make_optimizer
 
 
 def timed_steps(setup, optimizer, steps, dtype=None):

@@ -37,7 +37,7 @@ import time
 import torch
 
 from napari_unet import UNet
-from napari_unet.loss import weighted_cross_entropy
+from napari_unet.training.loss import weighted_cross_entropy
 
 
 def make_batch(batch, size, out_size, generator):

@@ -4,7 +4,7 @@
 
 Writes synthetic float32 zarr volumes of ``slices x side x side`` pixels and a
 tiny U-Net (depth 2, 2 base channels: memory, not speed, is measured), then
-runs `napari_unet.volume.predict_volume` on each volume in a fresh process so
+runs `napari_unet.prediction.volume.predict_volume` on each volume in a fresh process so
 that each peak RSS (``ru_maxrss``) belongs to one run. Prints, per size, the
 volume's size, the RSS once everything is imported, the peak RSS, the growth
 between the two and the time, then the ratio of the largest to the smallest
@@ -31,11 +31,11 @@ import psutil
 import torch
 import zarr
 
-from napari_unet.checkpoint import ModelFile, make_model, save_model
 from napari_unet.config import Config
-from napari_unet.data import Normalization
 from napari_unet.jobs import drain
-from napari_unet.volume import predict_volume
+from napari_unet.model.files import ModelFile, make_model, save_model
+from napari_unet.model.normalization import Normalization
+from napari_unet.prediction.volume import predict_volume
 
 MIB = 2**20
 

@@ -35,9 +35,9 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_unet.datasets import isbi2012
-from napari_unet.labels import INTERIOR
-from napari_unet.weights import weight_map
+from napari_unet.io.labels import INTERIOR
+from napari_unet.io.sample import isbi2012
+from napari_unet.training.weights import weight_map
 
 cv2.setNumThreads(1)  # the weight map labels cells with OpenCV
 
@@ -82,7 +82,7 @@ def timed(function, *args, repeat: int = 1) -> tuple[float, float]:
 FIRST_CALL = """
 import time
 import numpy as np
-from napari_unet.weights import weight_map
+from napari_unet.training.weights import weight_map
 mask = np.ones((64, 64), bool)
 mask[:, 30:34] = False
 start = time.perf_counter()

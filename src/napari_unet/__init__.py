@@ -11,8 +11,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "UNet": "napari_unet.model",
-    "weight_map": "napari_unet.weights",
+    "UNet": "napari_unet.model.unet",
+    "weight_map": "napari_unet.training.weights",
 }
 
 __all__ = ["UNet", "__version__", "weight_map"]

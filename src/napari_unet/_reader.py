@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .io import KIND_KEY, read_labels, read_tiff, tiff_metadata
-from .labels import LABEL_COLORS, label_convention
+from napari_unet.errors import InputError
+from napari_unet.io.labels import LABEL_COLORS, label_convention
+from napari_unet.io.stacks import KIND_KEY, read_labels, read_tiff, tiff_metadata
 
 SUFFIXES = (".tif", ".tiff")
 

@@ -1,7 +1,7 @@
 """File > Open Sample > ISBI 2012 EM (30 slices)."""
 
-from .datasets import isbi2012
-from .labels import LABEL_COLORS
+from napari_unet.io.labels import LABEL_COLORS
+from napari_unet.io.sample import isbi2012
 
 
 def isbi2012_sample() -> list[tuple]:

@@ -4,9 +4,9 @@ napari reads a ValueError from a writer as "wrong format" and hides its message,
 so these raise OSError with the one-line reason instead. No file is ever replaced.
 """
 
-from .errors import InputError
-from .io import write_export
-from .labels import label_values
+from napari_unet.errors import InputError
+from napari_unet.io.labels import label_values
+from napari_unet.io.stacks import write_export
 
 PREDICTED = "napari-unet-prediction"
 """Layer metadata key of the layers the Prediction widget writes; its value names the layer."""

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from .augment import AugmentConfig
-from .errors import InputError
-from .weights import WeightConfig
+from napari_unet.errors import InputError
+from napari_unet.training.augment import AugmentConfig
+from napari_unet.training.weights import WeightConfig
 
 
 def check_fields(config) -> None:
@@ -102,11 +102,11 @@ class TrainConfig:
     threshold : float or None
         Membrane threshold of the exported mask (0 < threshold < 1); None: the one
         with the best V_rand + pixel accuracy on the validation slices
-        (`napari_unet.train.pick_threshold`).
+        (`napari_unet.training.train.pick_threshold`).
     close_gaps : float or None
         Close the exported mask's gaps: also mark as membrane the watershed lines
         between the cells seeded where P(membrane) is at most this
-        (`napari_unet.postprocess.gap_lines`); None: the threshold alone.
+        (`napari_unet.prediction.postprocess.gap_lines`); None: the threshold alone.
     seed : int
         Seeds sampling, augmentation and initialisation.
     device : {'auto', 'cpu', 'cuda', 'mps'}
@@ -260,7 +260,7 @@ def resolve_preset(name: str, device: str = "auto") -> str:
             raise InputError(f"unknown preset {name!r}; choose auto, {', '.join(PRESETS)}")
         return name
     if device == "auto":
-        from .devices import pick_device
+        from napari_unet.devices import pick_device
 
         device = pick_device("auto").type
     return "paper" if device.split(":")[0] == "cuda" else "cpu"

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .errors import InputError
+from napari_unet.errors import InputError
 
 
 def pick_device(name: str = "auto") -> torch.device:

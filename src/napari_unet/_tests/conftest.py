@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_unet.config import Config
-from napari_unet.datasets import isbi2012
+from napari_unet.io.sample import isbi2012
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +30,8 @@ def model_path(tmp_path, tiny_config):
     """An untrained tiny model file whose history sets the threshold to 0.42."""
     import torch
 
-    from napari_unet.checkpoint import ModelFile, make_model, save_model
-    from napari_unet.data import Normalization
+    from napari_unet.model.files import ModelFile, make_model, save_model
+    from napari_unet.model.normalization import Normalization
 
     torch.manual_seed(0)
     model_file = ModelFile(tiny_config, Normalization(0.0, 255.0, 0.5, 0.2),

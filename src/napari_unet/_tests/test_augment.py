@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_unet.augment import (
+from napari_unet.errors import InputError
+from napari_unet.training.augment import (
     DEFAULT,
     SEED_NOISE_STD,
     AugmentConfig,
@@ -15,7 +16,6 @@ from napari_unet.augment import (
     build_pipeline,
     coarse_displacement,
 )
-from napari_unet.errors import InputError
 
 PROBABILITIES = [f.name for f in fields(AugmentConfig) if f.name.endswith("_p")]
 INTENSITY_P = ("brightness_contrast_p", "multiplicative_noise_p", "gauss_noise_p")

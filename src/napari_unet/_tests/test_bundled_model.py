@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet.checkpoint import BUNDLED, is_bundled, load_model, model_path
-from napari_unet.cli import main
-from napari_unet.datasets import isbi2012
+from napari_unet.cli.main import main
 from napari_unet.errors import InputError
-from napari_unet.metrics import evaluate
-from napari_unet.predict import predict_probabilities
+from napari_unet.evaluation.scores import evaluate
+from napari_unet.io.sample import isbi2012
+from napari_unet.model.files import BUNDLED, is_bundled, load_model, model_path
+from napari_unet.prediction.predict import predict_probabilities
 
 HELD_OUT = [5, 15, 25]
 """Slices the bundled model validated on and never trained on (docs/models.md)."""

@@ -3,10 +3,10 @@ import os
 import pytest
 import torch
 
-from napari_unet.checkpoint import FORMAT, ModelFile, load_model, make_model, save_model
 from napari_unet.config import Config
-from napari_unet.data import Normalization
 from napari_unet.errors import InputError
+from napari_unet.model.files import FORMAT, ModelFile, load_model, make_model, save_model
+from napari_unet.model.normalization import Normalization
 
 
 def model_file(config=None):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import napari_unet
-from napari_unet.cli import main
+from napari_unet.cli.main import main
 
 
 def test_version(capsys):
@@ -37,6 +37,13 @@ def test_unknown_command_exits_2(capsys):
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / "napari-unet"
     out = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"napari-unet {napari_unet.__version__}"
+
+
+@pytest.mark.parametrize("module", ["napari_unet", "napari_unet.cli"])
+def test_runs_as_a_module(module):
+    out = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                         text=True, check=True)
     assert out.stdout.strip() == f"napari-unet {napari_unet.__version__}"
 
 

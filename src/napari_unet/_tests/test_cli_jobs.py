@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet.checkpoint import load_model
-from napari_unet.cli import main
-from napari_unet.io import write_mask
+from napari_unet.cli.main import main
+from napari_unet.io.stacks import write_mask
+from napari_unet.model.files import load_model
 
 TINY_NET = ["--depth", "3", "--base-channels", "4", "--tile", "64", "--batch-size", "2",
             "--device", "cpu"]
@@ -305,12 +305,12 @@ def test_a_closed_pipe_ends_quietly(files):
 
 
 def test_unexpected_errors_print_one_line(files, capsys, monkeypatch):
-    import napari_unet.metrics
+    import napari_unet.evaluation.scores
 
     def broken(*_, **__):
         raise RuntimeError("something\nbroke")
 
-    monkeypatch.setattr(napari_unet.metrics, "evaluate", broken)
+    monkeypatch.setattr(napari_unet.evaluation.scores, "evaluate", broken)
     code, _, err = run(["evaluate", files / "isbi.tif", files / "isbi.tif"], capsys)
     assert code == 1 and err.strip().splitlines() == [
         "napari-unet evaluate: error: RuntimeError: something broke (set NAPARI_UNET_DEBUG=1 "

@@ -10,11 +10,11 @@ import pytest
 import tifffile
 import torch
 
-from napari_unet.checkpoint import ModelFile, load_model, make_model, save_model
-from napari_unet.cli import main
-from napari_unet.data import Normalization
-from napari_unet.io import KIND_KEY, cell_label_array, read_labels, tiff_metadata
-from napari_unet.postprocess import is_membrane
+from napari_unet.cli.main import main
+from napari_unet.io.stacks import KIND_KEY, cell_label_array, read_labels, tiff_metadata
+from napari_unet.model.files import ModelFile, load_model, make_model, save_model
+from napari_unet.model.normalization import Normalization
+from napari_unet.prediction.postprocess import is_membrane
 
 
 @pytest.fixture

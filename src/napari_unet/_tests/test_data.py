@@ -1,18 +1,12 @@
 import numpy as np
 import pytest
 
-from napari_unet.augment import AugmentConfig
-from napari_unet.data import (
-    Normalization,
-    TileGeometry,
-    TrainingSamples,
-    WeightCache,
-    mirror_crop,
-    mirror_indices,
-    split_slices,
-)
 from napari_unet.errors import InputError
-from napari_unet.weights import WeightConfig
+from napari_unet.model.normalization import Normalization
+from napari_unet.prediction.tiles import mirror_crop, mirror_indices
+from napari_unet.training.augment import AugmentConfig
+from napari_unet.training.samples import TileGeometry, TrainingSamples, WeightCache, split_slices
+from napari_unet.training.weights import WeightConfig
 
 
 @pytest.mark.parametrize("length", [1, 2, 5])

@@ -6,8 +6,8 @@ import tifffile
 
 from napari_unet._writer import PREDICTED, write_labels, write_probabilities
 from napari_unet.errors import InputError
-from napari_unet.io import export_paths, read_labels, write_export
-from napari_unet.labels import retraining_labels
+from napari_unet.io.labels import retraining_labels
+from napari_unet.io.stacks import export_paths, read_labels, write_export
 
 
 def stacks():

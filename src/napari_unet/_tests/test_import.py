@@ -11,12 +11,14 @@ GUI_PACKAGES = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magic
 
 def core_modules():
     names = [m.name for m in pkgutil.walk_packages(napari_unet.__path__, "napari_unet.")]
-    return [n for n in names if not n.startswith(("napari_unet._widgets", "napari_unet._tests"))]
+    return [n for n in names if not n.startswith(("napari_unet._widgets", "napari_unet._tests"))
+            and not n.endswith(".__main__")]  # those run the command line
 
 
 def test_core_modules_are_found():
     modules = core_modules()
-    assert {"napari_unet.labels", "napari_unet.io", "napari_unet.cli"} <= set(modules)
+    expected = {"napari_unet.io.labels", "napari_unet.io.stacks", "napari_unet.cli.main"}
+    assert expected <= set(modules)
 
 
 def test_core_imports_no_gui():

@@ -6,7 +6,7 @@ import pytest
 import tifffile
 
 from napari_unet.errors import InputError
-from napari_unet.io import (
+from napari_unet.io.stacks import (
     MASK_KEY,
     cell_label_array,
     check_not_inputs,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_unet.errors import InputError
-from napari_unet.labels import (
+from napari_unet.io.labels import (
     INTERIOR,
     MEMBRANE,
     annotated_slices,

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.data import class_targets
-from napari_unet.loss import probability_loss, weighted_cross_entropy
-from napari_unet.weights import annotation_weight_map
+from napari_unet.training.loss import probability_loss, weighted_cross_entropy
+from napari_unet.training.samples import class_targets
+from napari_unet.training.weights import annotation_weight_map
 
 
 def two_cells():

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-import napari_unet.lr_find as lr_module
-from napari_unet.lr_find import lr_find, suggest_lr
-from napari_unet.train import drain
+import napari_unet.training.lr_find as lr_module
+from napari_unet.training.lr_find import lr_find, suggest_lr
+from napari_unet.training.train import drain
 
 
 def test_recorded_rate_is_the_rate_used(isbi_small, tiny_config, monkeypatch):

@@ -7,10 +7,8 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.metrics import adapted_rand_error, variation_of_information
 
-from napari_unet.datasets import isbi2012
 from napari_unet.errors import InputError
-from napari_unet.labels import INTERIOR, MEMBRANE
-from napari_unet.metrics import (
+from napari_unet.evaluation.scores import (
     CHALLENGE_THRESHOLDS,
     evaluate,
     evaluate_thresholds,
@@ -19,6 +17,8 @@ from napari_unet.metrics import (
     rand_scores,
     segments_from_membrane,
 )
+from napari_unet.io.labels import INTERIOR, MEMBRANE
+from napari_unet.io.sample import isbi2012
 
 SCORE_KEYS = ("pixel_error", "v_rand", "v_rand_split", "v_rand_merge", "v_info", "v_info_split",
               "v_info_merge")

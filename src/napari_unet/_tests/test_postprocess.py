@@ -2,7 +2,7 @@ import dask.array as da
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_unet.postprocess import (
+from napari_unet.prediction.postprocess import (
     FOUR,
     cell_labels,
     gap_lines,

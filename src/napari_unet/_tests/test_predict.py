@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.data import Normalization, mirror_crop
 from napari_unet.jobs import drain
-from napari_unet.model import UNet
-from napari_unet.predict import _dihedral, predict, predict_probabilities
+from napari_unet.model.normalization import Normalization
+from napari_unet.model.unet import UNet
+from napari_unet.prediction.predict import _dihedral, predict, predict_probabilities
+from napari_unet.prediction.tiles import mirror_crop
 
 NORM = Normalization(low=0.0, high=1.0, mean=0.5, std=0.25)
 

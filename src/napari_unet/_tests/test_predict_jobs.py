@@ -2,12 +2,12 @@ import numpy as np
 import torch
 import zarr
 
-from napari_unet.data import Normalization
 from napari_unet.jobs import drain
-from napari_unet.model import UNet
-from napari_unet.postprocess import cell_labels, membrane_mask
-from napari_unet.predict import PredictProgress, predict_probabilities
-from napari_unet.predict_jobs import PostProgress, prediction_job, volume_job
+from napari_unet.model.normalization import Normalization
+from napari_unet.model.unet import UNet
+from napari_unet.prediction.pipeline import PostProgress, prediction_job, volume_job
+from napari_unet.prediction.postprocess import cell_labels, membrane_mask
+from napari_unet.prediction.predict import PredictProgress, predict_probabilities
 
 NORM = Normalization(low=0.0, high=1.0, mean=0.5, std=0.25)
 

@@ -1,7 +1,7 @@
 import numpy as np
 
 from napari_unet._sample_data import isbi2012_sample
-from napari_unet.datasets import ISBI2012, isbi2012
+from napari_unet.io.sample import ISBI2012, isbi2012
 
 
 def test_isbi2012_shapes_and_values():

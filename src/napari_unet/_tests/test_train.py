@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.checkpoint import load_model
 from napari_unet.devices import cpu_threads
 from napari_unet.errors import InputError
-from napari_unet.metrics import evaluate
-from napari_unet.postprocess import is_membrane
-from napari_unet.predict import predict_probabilities
-from napari_unet.train import (
+from napari_unet.evaluation.scores import evaluate
+from napari_unet.model.files import load_model
+from napari_unet.prediction.postprocess import is_membrane
+from napari_unet.prediction.predict import predict_probabilities
+from napari_unet.training.train import (
     THRESHOLDS,
     Event,
     TrainingError,
@@ -146,7 +146,7 @@ def test_gradient_accumulation_counts_updates(isbi_small, tiny_config):
 
 
 def test_out_of_gpu_memory_says_what_to_shrink(isbi_small, tiny_config, monkeypatch):
-    import napari_unet.train as train_module
+    import napari_unet.training.train as train_module
 
     def out_of_memory(setup, batch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
@@ -236,7 +236,7 @@ def test_a_fixed_threshold_is_the_exported_one(isbi_small, tiny_config, tmp_path
 
 
 def test_cosine_schedule_follows_steps_or_the_time_budget():
-    from napari_unet.train import cosine_lr, run_progress
+    from napari_unet.training.train import cosine_lr, run_progress
 
     assert cosine_lr(0.1, 0.0) == 0.1 and cosine_lr(0.1, 1.0) == 0.0
     assert cosine_lr(0.1, 0.5) == pytest.approx(0.05) and cosine_lr(0.1, 2.0) == 0.0

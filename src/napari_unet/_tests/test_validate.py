@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from napari_unet.checks import check_image, check_pair
 from napari_unet.errors import InputError
-from napari_unet.validate import check_image, check_pair
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32, np.float64])

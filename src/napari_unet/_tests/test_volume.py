@@ -9,14 +9,14 @@ import tifffile
 import torch
 import zarr
 
-from napari_unet import volume
-from napari_unet.checkpoint import ModelFile, make_model, save_model
 from napari_unet.config import Config
-from napari_unet.data import Normalization
 from napari_unet.errors import InputError
 from napari_unet.jobs import drain
-from napari_unet.predict import predict_probabilities
-from napari_unet.volume import VolumeProgress, open_lazy, predict_volume
+from napari_unet.model.files import ModelFile, make_model, save_model
+from napari_unet.model.normalization import Normalization
+from napari_unet.prediction import volume as volume
+from napari_unet.prediction.predict import predict_probabilities
+from napari_unet.prediction.volume import VolumeProgress, open_lazy, predict_volume
 
 NORM = Normalization(low=0.0, high=255.0, mean=0.5, std=0.25)
 SHAPE = (3, 52, 60)  # Y and X multiples of 4: `predict`'s own tiles are aligned (depth 3)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_unet import weights
-from napari_unet.datasets import isbi2012
 from napari_unet.errors import InputError
-from napari_unet.labels import INTERIOR, MEMBRANE, UNLABELLED
-from napari_unet.weights import TRUNCATE, WeightConfig, annotation_weight_map, weight_map
+from napari_unet.io.labels import INTERIOR, MEMBRANE, UNLABELLED
+from napari_unet.io.sample import isbi2012
+from napari_unet.training import weights as weights
+from napari_unet.training.weights import TRUNCATE, WeightConfig, annotation_weight_map, weight_map
 
 # --- the naive reference: eq. 2 by its definition --------------------------------------------
 
@@ -277,7 +277,8 @@ def test_row_pass_finds_the_nearest_cell_and_the_nearest_other_cell():
 
 
 def test_import_does_not_load_numba():
-    code = "import sys, napari_unet.weights, napari_unet.config; print('numba' in sys.modules)"
+    code = ("import sys, napari_unet.training.weights, napari_unet.config; "
+            "print('numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -501,7 +502,7 @@ def test_package_exports_weight_map():
 
 
 def test_membrane_weight_scales_the_class_weight_of_membrane_pixels():
-    from napari_unet.weights import WeightConfig
+    from napari_unet.training.weights import WeightConfig
 
     labels = np.array([[2, 2, 1, 2, 2],
                        [2, 2, 1, 2, 2],

@@ -7,8 +7,8 @@ from napari_unet._widgets import correct, prediction, runner
 from napari_unet._widgets.correct import CorrectWidget, retrained_path
 from napari_unet._widgets.prediction import MASK, PredictionWidget
 from napari_unet._widgets.session import CORRECTED, session
-from napari_unet.checkpoint import load_model
-from napari_unet.train import last_path_for
+from napari_unet.model.files import load_model
+from napari_unet.training.train import last_path_for
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def test_validation_never_takes_a_corrected_slice(widget, viewer, isbi_small):
 
 
 def test_bundled_model_retrains_into_the_users_folder(widget, tmp_path, monkeypatch):
-    from napari_unet.checkpoint import BUNDLED
+    from napari_unet.model.files import BUNDLED
 
     monkeypatch.setattr(correct, "USER_MODELS", tmp_path / "models")
     widget.bundled_button.click()

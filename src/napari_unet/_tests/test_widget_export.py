@@ -9,8 +9,8 @@ from napari_unet._widgets import runner
 from napari_unet._widgets.export import ExportWidget
 from napari_unet._widgets.prediction import CELLS, MARK, MASK, PROBABILITY, PredictionWidget
 from napari_unet._widgets.session import session
-from napari_unet.checkpoint import load_model
-from napari_unet.io import read_labels, write_mask
+from napari_unet.io.stacks import read_labels, write_mask
+from napari_unet.model.files import load_model
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import pytest
 
 from napari_unet._widgets import runner
 from napari_unet._widgets.prediction import CELLS, MASK, PROBABILITY, PredictionWidget
-from napari_unet.checkpoint import load_model, save_model
-from napari_unet.postprocess import cell_labels, membrane_mask
+from napari_unet.model.files import load_model, save_model
+from napari_unet.prediction.postprocess import cell_labels, membrane_mask
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_lazy_layer_is_predicted_block_by_block_into_zarr(widget, model_path, qt
 
 
 def test_first_look_with_the_bundled_model(make_napari_viewer, isbi_small, qtbot):
-    from napari_unet.checkpoint import BUNDLED
+    from napari_unet.model.files import BUNDLED
 
     viewer = make_napari_viewer()
     viewer.add_image(isbi_small[0][:, :96, :96], name="em")

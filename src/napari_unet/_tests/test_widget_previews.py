@@ -7,9 +7,9 @@ from napari_unet._widgets import augment_preview, weights_preview
 from napari_unet._widgets.augment_preview import AugmentPreview, Samples, mosaic
 from napari_unet._widgets.session import session
 from napari_unet._widgets.weights_preview import WeightsPreview
-from napari_unet.data import Normalization
-from napari_unet.labels import annotation_to_isbi
-from napari_unet.weights import WeightConfig, annotation_weight_map
+from napari_unet.io.labels import annotation_to_isbi
+from napari_unet.model.normalization import Normalization
+from napari_unet.training.weights import WeightConfig, annotation_weight_map
 
 PLUGIN = "napari-unet-em"
 WAIT = 5000

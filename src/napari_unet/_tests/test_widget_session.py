@@ -12,7 +12,7 @@ from napari_unet._widgets import (
     WeightsPreview,
 )
 from napari_unet._widgets.session import session
-from napari_unet.checkpoint import load_model
+from napari_unet.model.files import load_model
 
 WAIT = 10_000
 

@@ -12,11 +12,11 @@ from napari_unet._widgets.progress import describe_validation
 from napari_unet._widgets.training import VALIDATION_PREVIEW as PREVIEW
 from napari_unet._widgets.training import TrainingWidget
 from napari_unet._widgets.training_form import config_from_form
-from napari_unet.checkpoint import BUNDLED
 from napari_unet.config import Config, parse_slices
 from napari_unet.errors import InputError
-from napari_unet.io import write_tiff
-from napari_unet.train import Event, last_path_for
+from napari_unet.io.stacks import write_tiff
+from napari_unet.model.files import BUNDLED
+from napari_unet.training.train import Event, last_path_for
 
 TINY = {"depth": 3, "base_channels": 4, "tile": 64, "batch_size": 2, "epochs": 2,
         "val_slices": "3", "device": "cpu", "lr": "0.01"}
@@ -316,7 +316,7 @@ def test_presets_fill_the_form_and_the_previews_follow(widget):
 
 
 def test_start_from_the_bundled_model(widget):
-    from napari_unet.checkpoint import BUNDLED, load_model
+    from napari_unet.model.files import BUNDLED, load_model
 
     assert "bundled" in widget.form.start_from.choices  # offered: the file is installed
     widget.form.start_from.value = "bundled"

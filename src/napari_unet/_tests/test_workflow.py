@@ -6,7 +6,7 @@ import tifffile
 from napari_unet._widgets import CorrectWidget, ExportWidget, PredictionWidget, TrainingWidget
 from napari_unet._widgets.prediction import CELLS, MASK, PROBABILITY
 from napari_unet._widgets.session import session
-from napari_unet.io import read_labels
+from napari_unet.io.stacks import read_labels
 
 TINY = {"depth": 3, "base_channels": 4, "tile": 64, "batch_size": 4, "epochs": 1,
         "minutes": 0.05, "val_slices": "29", "device": "cpu", "lr": "0.01"}

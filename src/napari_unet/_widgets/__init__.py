@@ -2,7 +2,7 @@
 
 from .augment_preview import AugmentPreview
 from .correct import CorrectWidget
-from .data import DataWidget
+from .data_widget import DataWidget
 from .export import ExportWidget
 from .prediction import PredictionWidget
 from .training import TrainingWidget

@@ -1,6 +1,6 @@
 """Augmentation preview: a few augmented samples of the current slice, as training sees them.
 
-Image, labels and weight map are augmented jointly (`napari_unet.augment.augment`) from the
+Image, labels and weight map are augmented jointly (`training.augment.augment`) from the
 image mapped to [0, 1] (`Normalization.unit`, measured on the slice), its annotation labels
 and their weight map. The samples are laid out as mosaics beside the data, on the current
 slice: one row of augmented images with their labels over them to the right of the image, and
@@ -21,11 +21,12 @@ from magicgui.widgets import Container, FloatSlider, Label, PushButton, SpinBox
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QTimer
 
-from ..augment import AugmentConfig, augment
-from ..data import Normalization
-from ..errors import InputError
-from ..labels import LABEL_COLORS
-from ..weights import WeightConfig
+from napari_unet.errors import InputError
+from napari_unet.io.labels import LABEL_COLORS
+from napari_unet.model.normalization import Normalization
+from napari_unet.training.augment import AugmentConfig, augment
+from napari_unet.training.weights import WeightConfig
+
 from .closing import on_removal
 from .session import session
 from .weights_preview import (

@@ -5,8 +5,8 @@ paint, fill and erase tools correct it in place (1 = membrane, 2 = interior,
 0 = not annotated). Every slice painted is added to the list of corrected
 slices (kept in the layer's metadata, see `session`); the user may add or
 remove slices by hand. Retrain fine-tunes the current model with
-`napari_unet.train.train` on the corrected slices and every slice of the
-original annotation (`napari_unet.labels.retraining_labels`), in the background.
+`napari_unet.training.train.train` on the corrected slices and every slice of the
+original annotation (`napari_unet.io.labels.retraining_labels`), in the background.
 """
 
 import re
@@ -19,13 +19,14 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, LineEd
 from napari.utils.notifications import show_info
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ..checkpoint import BUNDLED, is_bundled, load_model
-from ..config import RETRAIN_DEFAULTS, Config
-from ..data import pick_validation
-from ..errors import InputError
-from ..labels import annotated_slices, retraining_labels, to_annotation
-from ..train import Event, Progress, TrainResult, last_path_for, train
-from ..validate import check_pair
+from napari_unet.checks import check_pair
+from napari_unet.config import RETRAIN_DEFAULTS, Config
+from napari_unet.errors import InputError
+from napari_unet.io.labels import annotated_slices, retraining_labels, to_annotation
+from napari_unet.model.files import BUNDLED, is_bundled, load_model
+from napari_unet.training.samples import pick_validation
+from napari_unet.training.train import Event, Progress, TrainResult, last_path_for, train
+
 from .corrected import CorrectedSlices
 from .layers import full_resolution, layer_picker, pick_first
 from .plot import PlotWidget

@@ -8,7 +8,8 @@ adds the slice painted.
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QListWidget, QListWidgetItem
 
-from ..errors import InputError
+from napari_unet.errors import InputError
+
 from .layers import current_slice
 from .session import corrected_slices, painted_slices, set_corrected_slices
 

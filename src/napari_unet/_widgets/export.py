@@ -1,7 +1,7 @@
 """Export widget: masks, probabilities and cells to TIFF; save and load the model.
 
 The files are written by the same functions as the plugin's napari writers
-(`napari_unet.io.write_export`), in the background, and never replace a file
+(`napari_unet.io.stacks.write_export`), in the background, and never replace a file
 unless "overwrite" is ticked, nor ever a file a layer was opened from. Every
 target is checked before the first is written.
 """
@@ -15,9 +15,10 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit
 from napari.utils.notifications import show_info
 from qtpy.QtWidgets import QGroupBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ..checkpoint import load_model, save_model
-from ..errors import InputError
-from ..io import check_export, check_not_inputs, export_paths, write_export
+from napari_unet.errors import InputError
+from napari_unet.io.stacks import check_export, check_not_inputs, export_paths, write_export
+from napari_unet.model.files import load_model, save_model
+
 from .layers import full_resolution, is_predicted, layer_picker, pick_first
 from .prediction import CELLS, MASK, PROBABILITY
 from .runner import Job, JobWidget

@@ -5,7 +5,7 @@ from collections.abc import Callable
 import numpy as np
 from magicgui.widgets import ComboBox
 
-from .._writer import PREDICTED
+from napari_unet._writer import PREDICTED
 
 PREVIEW = "napari_unet_preview"
 """Metadata key of preview layers (weight map, augmented samples, validation prediction):

@@ -5,7 +5,7 @@ corrected by hand and the probabilities stay one stack layer each. Slices of the
 mask marked as corrected (see `session`) are never overwritten.
 
 A lazy layer (dask or zarr data, possibly larger than memory) is predicted block
-by block into a zarr folder (`napari_unet.volume.predict_volume`), and its
+by block into a zarr folder (`napari_unet.prediction.volume.predict_volume`), and its
 probabilities and mask come back as lazy layers: nothing is loaded whole.
 """
 
@@ -19,15 +19,16 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from .._writer import CELLS, PREDICTED
-from ..checkpoint import BUNDLED, ModelFile, is_bundled, load_model
-from ..devices import autocast_dtype, available_devices, pick_device
-from ..errors import InputError
-from ..labels import INTERIOR, LABEL_COLORS, MEMBRANE
-from ..postprocess import lazy_membrane
-from ..predict import PredictProgress
-from ..predict_jobs import Prediction, prediction_job, volume_job
-from ..tiles import default_tile
+from napari_unet._writer import CELLS, PREDICTED
+from napari_unet.devices import autocast_dtype, available_devices, pick_device
+from napari_unet.errors import InputError
+from napari_unet.io.labels import INTERIOR, LABEL_COLORS, MEMBRANE
+from napari_unet.model.files import BUNDLED, ModelFile, is_bundled, load_model
+from napari_unet.prediction.pipeline import Prediction, prediction_job, volume_job
+from napari_unet.prediction.postprocess import lazy_membrane
+from napari_unet.prediction.predict import PredictProgress
+from napari_unet.prediction.tiles import default_tile
+
 from .layers import current_slice, full_resolution, is_lazy, layer_picker
 from .runner import Job, JobWidget
 from .session import corrected_slices, session
@@ -286,8 +287,8 @@ class PredictionWidget(JobWidget):
 def _done_of_total(p: PredictProgress) -> tuple[int, int]:
     """Return the tiles, blocks or post-processing steps done, of how many.
 
-    ``p`` is a `PredictProgress`, a `napari_unet.predict_jobs.PostProgress` or a
-    `napari_unet.volume.VolumeProgress`: each counts ``done`` of ``total``.
+    ``p`` is a `PredictProgress`, a `napari_unet.prediction.pipeline.PostProgress` or a
+    `napari_unet.prediction.volume.VolumeProgress`: each counts ``done`` of ``total``.
     """
     return p.done, p.total
 

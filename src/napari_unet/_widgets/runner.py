@@ -15,7 +15,8 @@ from typing import Any
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton, QWidget
 
-from ..errors import InputError
+from napari_unet.errors import InputError
+
 from .closing import StopsWhenClosed
 from .worker import JobWorker, error_message, start_job
 

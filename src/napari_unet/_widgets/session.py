@@ -12,9 +12,9 @@ from pathlib import Path
 
 from psygnal import Signal
 
-from ..augment import AugmentConfig
-from ..config import Config, config_for_preset
-from ..weights import WeightConfig
+from napari_unet.config import Config, config_for_preset
+from napari_unet.training.augment import AugmentConfig
+from napari_unet.training.weights import WeightConfig
 
 CORRECTED = "napari-unet-corrected"
 """Mask layer metadata key: sorted list of the slices corrected by hand."""

@@ -1,6 +1,6 @@
 """Training widget: train a U-Net in the background and watch it learn.
 
-A thin adapter over `napari_unet.train.train` and `napari_unet.lr_find.lr_find`: the
+A thin adapter over `training.train.train` and `training.lr_find.lr_find`: the
 form's layers are copied and its settings frozen into a `Config` on the main thread, the
 generator runs in a `JobWorker`, and its records come back to the main thread to move the
 progress bar, the curves and the "validation prediction" layer. Stop is ``worker.quit()``;
@@ -18,8 +18,9 @@ from napari.utils.theme import get_theme
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget
 
-from ..lr_find import LRResult, LRStep, lr_find
-from ..train import Event, Progress, TrainResult, last_path_for, train
+from napari_unet.training.lr_find import LRResult, LRStep, lr_find
+from napari_unet.training.train import Event, Progress, TrainResult, last_path_for, train
+
 from .layers import PREVIEW, slice_translate
 from .plot import PlotWidget
 from .progress import Smoother, describe_start, describe_step, describe_validation

@@ -14,8 +14,8 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
 from qtpy.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QWidget
 
-from ..checkpoint import BUNDLED, is_bundled
-from ..config import (
+from napari_unet.checks import check_pair
+from napari_unet.config import (
     PRESET_HELP,
     PRESETS,
     Config,
@@ -24,13 +24,14 @@ from ..config import (
     parse_slices,
     resolve_preset,
 )
-from ..data import split_slices
-from ..devices import available_devices, pick_device
-from ..errors import InputError
-from ..io import check_not_inputs
-from ..labels import label_convention
-from ..train import last_path_for
-from ..validate import check_pair
+from napari_unet.devices import available_devices, pick_device
+from napari_unet.errors import InputError
+from napari_unet.io.labels import label_convention
+from napari_unet.io.stacks import check_not_inputs
+from napari_unet.model.files import BUNDLED, is_bundled
+from napari_unet.training.samples import split_slices
+from napari_unet.training.train import last_path_for
+
 from .layers import full_resolution, layer_picker, pick_first
 
 DEFAULT_OUTPUT = Path.home() / "napari-unet" / "model.pt"
@@ -89,7 +90,7 @@ def config_from_form(values: Mapping[str, Any], *, base: Config | None = None) -
 
 
 def first_validation_slice(labels: np.ndarray, val_slices: tuple[int, ...] | None) -> int | None:
-    """Return the slice whose prediction `napari_unet.train.train` previews (None: no validation).
+    """Return the slice whose prediction `training.train.train` previews (None: no validation).
 
     Raises
     ------
@@ -108,7 +109,7 @@ def first_validation_slice(labels: np.ndarray, val_slices: tuple[int, ...] | Non
 def check_model_output(output: Path, inputs: Mapping[str, Path], *, replace: bool) -> None:
     """Refuse a "save model to" path that would lose a file: the rules of ``train -o``.
 
-    The model and its last model (`napari_unet.train.last_path_for`) may be
+    The model and its last model (`napari_unet.training.train.last_path_for`) may be
     neither one of ``inputs`` nor a bundled model, whatever ``replace`` says; an
     existing one (an earlier run's) is replaced only with ``replace``.
 

@@ -15,10 +15,11 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, Label
 from qtpy.QtCore import QTimer
 
-from ..errors import InputError
-from ..labels import to_annotation
-from ..validate import check_image
-from ..weights import WeightConfig
+from napari_unet.checks import check_image
+from napari_unet.errors import InputError
+from napari_unet.io.labels import to_annotation
+from napari_unet.training.weights import WeightConfig
+
 from .closing import on_removal
 from .layers import (
     PREVIEW,

@@ -11,9 +11,9 @@ from contextlib import contextmanager, suppress
 from napari.qt.threading import GeneratorWorker, create_worker
 from qtpy.QtCore import QThread
 
-from ..devices import reserve_gui_core
-from ..errors import InputError
-from ..train import TrainingError
+from napari_unet.devices import reserve_gui_core
+from napari_unet.errors import InputError
+from napari_unet.training.train import TrainingError
 
 NICENESS = 10
 """How far below the GUI thread's CPU priority a job runs (a Linux nice increment)."""
@@ -36,7 +36,7 @@ def _relay(job: Generator):
     """Yield the job's records and return its result, re-raising RuntimeErrors as JobFailed.
 
     superqt takes a RuntimeError from a worker for a deleted Qt object and then emits
-    neither ``errored`` nor ``finished``; `napari_unet.train.TrainingError` is one.
+    neither ``errored`` nor ``finished``; `napari_unet.training.train.TrainingError` is one.
     """
     try:
         return (yield from job)
@@ -49,7 +49,7 @@ class JobWorker(GeneratorWorker):
 
     superqt's worker leaves a quit generator suspended, to be closed whenever it is garbage
     collected, on any thread. Closing it here, before ``finished`` is emitted, lets the job
-    clean up in order: `napari_unet.train.train` saves the last model when closed.
+    clean up in order: `napari_unet.training.train.train` saves the last model when closed.
 
     Parameters
     ----------
@@ -133,7 +133,7 @@ def start_job(func: Callable[..., Generator], *args, connect: dict, **kwargs) ->
     Parameters
     ----------
     func : callable
-        A core generator function such as `napari_unet.train.train`.
+        A core generator function such as `napari_unet.training.train.train`.
     *args, **kwargs
         Its arguments: arrays and a frozen config, never layers or widgets.
     connect : dict

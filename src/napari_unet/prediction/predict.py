@@ -2,7 +2,7 @@
 
 A slice is mirror-padded, cut into input tiles whose outputs tile the slice
 exactly, and the outputs are pasted back; the sizes are those of
-`~napari_unet.tiles.TilePlan.for_prediction`. A valid-padding network sees, for
+`~napari_unet.prediction.tiles.TilePlan.for_prediction`. A valid-padding network sees, for
 every output pixel, the same context wherever the tile boundaries fall, so the
 result does not depend on the tile size. A same-padding network gets extra
 context around each tile, which is cropped away from its output. Tiles of all
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import Normalization, mirror_crop
-from .jobs import drain
-from .model import UNet
-from .tiles import TilePlan, tile_origins
+from napari_unet.jobs import drain
+from napari_unet.model.normalization import Normalization
+from napari_unet.model.unet import UNet
+from napari_unet.prediction.tiles import TilePlan, mirror_crop, tile_origins
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,8 @@ def predict_tiles(
     """Predict P(membrane) of a batch of input tiles: the network's whole output for each.
 
     The one forward pass of in-memory (`predict`) and blockwise
-    (`napari_unet.volume.predict_volume`) prediction; each keeps the part of
-    the output its `~napari_unet.tiles.TilePlan` says (from ``offset``, ``output``
+    (`napari_unet.prediction.volume.predict_volume`) prediction; each keeps the part of
+    the output its `~napari_unet.prediction.tiles.TilePlan` says (from ``offset``, ``output``
     pixels a side).
 
     Parameters

@@ -75,8 +75,15 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy import ndimage as ndi
 
-from .errors import InputError
-from .labels import INTERIOR, MEMBRANE, UNLABELLED, annotated_slices, label_values, to_annotation
+from napari_unet.errors import InputError
+from napari_unet.io.labels import (
+    INTERIOR,
+    MEMBRANE,
+    UNLABELLED,
+    annotated_slices,
+    label_values,
+    to_annotation,
+)
 
 CHALLENGE_THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(11))
 """The challenge's sweep, 0.0, 0.1, ..., 1.0, here on P(membrane) (membrane where > t)."""
@@ -493,7 +500,7 @@ def _compiled_flood() -> Callable[[np.ndarray, np.ndarray], None]:
     """Compile `_flood` with numba, on first use.
 
     numba is imported here, not with this module, so ``import napari_unet``
-    stays light (as in `napari_unet.weights`); ``cache=True`` keeps the
+    stays light (as in `napari_unet.training.weights`); ``cache=True`` keeps the
     machine code on disk after the first compile.
     """
     import numba

@@ -16,16 +16,16 @@ from typing import Any
 
 import torch
 
-from .config import Config
-from .data import Normalization
-from .errors import InputError
-from .io import atomic_write
-from .model import UNet
+from napari_unet.config import Config
+from napari_unet.errors import InputError
+from napari_unet.io.stacks import atomic_write
+from napari_unet.model.normalization import Normalization
+from napari_unet.model.unet import UNet
 
 FORMAT = "napari-unet-model"
 VERSION = 1
 
-BUNDLED = {"isbi2012": Path(__file__).parent / "data" / "models" / "isbi2012.pt"}
+BUNDLED = {"isbi2012": Path(__file__).parents[1] / "data" / "models" / "isbi2012.pt"}
 """Models shipped with the package, by the name that stands for a model file anywhere
 (``napari-unet predict isbi2012 ...``); docs/models.md is their model card."""
 

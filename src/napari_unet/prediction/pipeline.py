@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import Normalization
-from .devices import using_cpu_threads
-from .model import UNet
-from .postprocess import cell_labels, membrane_mask
-from .predict import PredictProgress, predict
-from .volume import VolumeProgress, predict_volume
+from napari_unet.devices import using_cpu_threads
+from napari_unet.model.normalization import Normalization
+from napari_unet.model.unet import UNet
+from napari_unet.prediction.postprocess import cell_labels, membrane_mask
+from napari_unet.prediction.predict import PredictProgress, predict
+from napari_unet.prediction.volume import VolumeProgress, predict_volume
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,9 @@ def prediction_job(
         Where the network runs; on the CPU with `napari_unet.devices.cpu_threads`
         threads (a core stays free when a GUI runs in this process).
     close_gaps : float or None
-        Close the mask's gaps (`napari_unet.postprocess.membrane_mask`); None: off.
+        Close the mask's gaps (`napari_unet.prediction.postprocess.membrane_mask`); None: off.
     **options
-        More keyword arguments of `napari_unet.predict.predict` (tile,
+        More keyword arguments of `napari_unet.prediction.predict.predict` (tile,
         batch_size, autocast_dtype, tta).
 
     Yields
@@ -117,13 +117,13 @@ def volume_job(
     model_path : str or PathLike
         A model file, or a bundled model's name.
     volume : dask array, zarr array, ndarray, str or PathLike
-        (Y, X) or (Z, Y, X) image (`napari_unet.volume.open_lazy`).
+        (Y, X) or (Z, Y, X) image (`napari_unet.prediction.volume.open_lazy`).
     output : str or PathLike
         The zarr folder of P(membrane) to write.
     device : torch.device
         As for `prediction_job`.
     **options
-        More keyword arguments of `napari_unet.volume.predict_volume` (tile,
+        More keyword arguments of `napari_unet.prediction.volume.predict_volume` (tile,
         batch_size, block, autocast_dtype, tta, client, overwrite).
 
     Yields

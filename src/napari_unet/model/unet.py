@@ -25,7 +25,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from .errors import InputError
+from napari_unet.errors import InputError
 
 __all__ = [
     "DoubleConv",

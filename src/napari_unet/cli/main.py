@@ -12,10 +12,10 @@ import shutil
 import subprocess
 import sys
 
-from . import __version__
-from .cli_jobs import add_jobs
-from .cli_predict import add_predict
-from .errors import InputError
+from napari_unet import __version__
+from napari_unet.cli.predict import add_predict
+from napari_unet.cli.train import add_jobs
+from napari_unet.errors import InputError
 
 DEMO_SCREENSHOT = "napari-unet-demo.png"
 
@@ -36,7 +36,7 @@ def _demo_headless(args: argparse.Namespace) -> int:
     shot = args.screenshot or DEMO_SCREENSHOT
     print(f"no display found: showing the demo on a virtual screen and saving {shot}")
     command = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24",
-               sys.executable, "-m", "napari_unet.cli", "demo", "--screenshot", shot]
+               sys.executable, "-m", "napari_unet.cli.main", "demo", "--screenshot", shot]
     return subprocess.call(command)
 
 
@@ -54,7 +54,7 @@ def _demo(args: argparse.Namespace) -> int:
     _check_napari()
     if not _has_display():
         return _demo_headless(args)
-    from ._widgets.demo import open_demo
+    from napari_unet._widgets.demo import open_demo
 
     return open_demo(screenshot=args.screenshot)
 
@@ -127,7 +127,7 @@ def _run(argv: list[str] | None) -> int:
 
 def _describe(err: Exception) -> str:
     """One line for an error that is not the user's mistake."""
-    training_error = getattr(sys.modules.get("napari_unet.train"), "TrainingError", ())
+    training_error = getattr(sys.modules.get("napari_unet.training.train"), "TrainingError", ())
     if isinstance(err, training_error):  # says what to do already
         return str(err)
     if isinstance(err, MemoryError):

@@ -13,9 +13,15 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .errors import InputError
-from .labels import MaskConvention, export_mask, label_values, mask_to_annotation, to_annotation
-from .validate import check_image
+from napari_unet.checks import check_image
+from napari_unet.errors import InputError
+from napari_unet.io.labels import (
+    MaskConvention,
+    export_mask,
+    label_values,
+    mask_to_annotation,
+    to_annotation,
+)
 
 # Key under which exported masks record their convention in the TIFF description.
 MASK_KEY = "napari_unet_mask"

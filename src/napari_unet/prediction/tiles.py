@@ -15,8 +15,10 @@ result does not depend on the tile size.
 
 from dataclasses import dataclass
 
-from .model import input_size_for, output_size
-from .validate import check_positive
+import numpy as np
+
+from napari_unet.checks import check_positive
+from napari_unet.model.unet import input_size_for, output_size
 
 SAME_CONTEXT = 32
 """Context (pixels per side) added around the prediction tiles of a same-padding network."""
@@ -126,3 +128,24 @@ def default_tile(config) -> int:
     tile : int
     """
     return config.train.tile
+
+
+def mirror_indices(start: int, size: int, length: int) -> np.ndarray:
+    """Return indices ``start .. start + size`` into an axis of ``length``, mirrored at both ends.
+
+    Mirroring is that of the paper's Fig. 2 (and ``np.pad(mode='reflect')``):
+    the edge pixel is not repeated.
+    """
+    index = np.arange(start, start + size)
+    if length == 1:
+        return np.zeros_like(index)
+    period = 2 * (length - 1)
+    index = np.mod(index, period)
+    return np.where(index < length, index, period - index)
+
+
+def mirror_crop(array: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
+    """Cut ``array[top:top+height, left:left+width]``, mirroring whatever lies outside."""
+    rows = mirror_indices(top, height, array.shape[0])
+    cols = mirror_indices(left, width, array.shape[1])
+    return array[np.ix_(rows, cols)]

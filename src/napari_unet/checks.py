@@ -8,7 +8,7 @@ import operator
 
 import numpy as np
 
-from .errors import InputError
+from napari_unet.errors import InputError
 
 MIN_SIDE = 8
 """Smallest slice side (pixels) to train on or predict; smaller slices hold too little."""

@@ -12,8 +12,8 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import InputError
-from .validate import check_dtype, check_image, check_pair
+from napari_unet.checks import check_dtype, check_image, check_pair
+from napari_unet.errors import InputError
 
 UNLABELLED = 0
 MEMBRANE = 1

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .jobs import format_duration
+from napari_unet.errors import InputError
+from napari_unet.jobs import format_duration
 
 AUTO = "auto"
 OFF = "off"
@@ -104,7 +104,7 @@ def add_config_flags(parser: argparse.ArgumentParser, *, training: bool = True) 
 
     Without ``training``, the flags of `TRAIN_ONLY` and ``--val-slices`` are left out.
     """
-    from .config import PRESET_HELP
+    from napari_unet.config import PRESET_HELP
 
     parser.add_argument(
         "--preset", default="auto", choices=list(PRESET_HELP),
@@ -124,7 +124,7 @@ def add_config_flags(parser: argparse.ArgumentParser, *, training: bool = True) 
 
 def config_from_args(args: argparse.Namespace):
     """Build the Config: the preset, then the config file, then the flags given."""
-    from .config import config_for_preset, load_config, parse_slices
+    from napari_unet.config import config_for_preset, load_config, parse_slices
 
     config = config_for_preset(args.preset, device=args.cfg_device or "auto")
     if args.config:
@@ -153,7 +153,7 @@ def fit_tile(config, shape: tuple[int, ...]):
     `tile_notice`). Slices smaller than one training tile, or than the smallest
     input the network takes, still train: their tiles are filled by mirroring the
     slice (the paper's Fig. 2), which a one-line warning says. Slices under
-    `napari_unet.validate.MIN_SIDE` pixels a side are refused.
+    `napari_unet.checks.MIN_SIDE` pixels a side are refused.
 
     Parameters
     ----------
@@ -170,10 +170,10 @@ def fit_tile(config, shape: tuple[int, ...]):
     Raises
     ------
     InputError
-        For slices under `napari_unet.validate.MIN_SIDE` pixels a side.
+        For slices under `napari_unet.checks.MIN_SIDE` pixels a side.
     """
-    from .tiles import TilePlan
-    from .validate import check_slice_side
+    from napari_unet.checks import check_slice_side
+    from napari_unet.prediction.tiles import TilePlan
 
     m, tile = config.model, config.train.tile
     used = TilePlan.for_training(m, tile).output
@@ -194,7 +194,7 @@ def fit_tile(config, shape: tuple[int, ...]):
 
 def read_pair(images: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
     """Read an image file and its label file (training checks that they belong together)."""
-    from .io import read_image, read_labels
+    from napari_unet.io.stacks import read_image, read_labels
 
     return read_image(images), read_labels(labels)
 
@@ -229,7 +229,7 @@ class TrainBar:
 
     def show(self, progress) -> None:
         """Show one `Progress` record: the start line, a validation line, or the bar."""
-        from .train import Event, describe_start
+        from napari_unet.training.train import Event, describe_start
 
         if progress.event is Event.START:
             print(describe_start(progress.metrics), flush=True)
@@ -261,10 +261,10 @@ class TrainBar:
 
 def run_train(args: argparse.Namespace) -> int:
     """``napari-unet train``: train and save the best and the last model."""
-    from .checkpoint import load_model
-    from .config import resolve_preset
-    from .jobs import drain
-    from .train import TrainingError, last_path_for, train
+    from napari_unet.config import resolve_preset
+    from napari_unet.jobs import drain
+    from napari_unet.model.files import load_model
+    from napari_unet.training.train import TrainingError, last_path_for, train
 
     output = check_model_output(args)
     resume = last_path_for(output) if args.resume else None
@@ -314,9 +314,9 @@ def check_model_output(args: argparse.Namespace) -> Path:
     -------
     output : Path
     """
-    from .checkpoint import is_bundled, model_path
-    from .io import check_not_inputs
-    from .train import last_path_for
+    from napari_unet.io.stacks import check_not_inputs
+    from napari_unet.model.files import is_bundled, model_path
+    from napari_unet.training.train import last_path_for
 
     output = Path(args.output)
     last = last_path_for(output)
@@ -380,8 +380,8 @@ def describe_augment(augment) -> str:
 
 def run_lr_find(args: argparse.Namespace) -> int:
     """``napari-unet lr-find``: print the loss-vs-learning-rate curve and a suggestion."""
-    from .jobs import drain
-    from .lr_find import lr_find
+    from napari_unet.jobs import drain
+    from napari_unet.training.lr_find import lr_find
 
     config = config_from_args(args)
     image, labels = read_pair(args.images, args.labels)
@@ -419,8 +419,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     For probabilities, the scores at ``--threshold`` (the mask that threshold
     exports) and the challenge's maxima over the thresholds 0.0, 0.1, ..., 1.0.
     """
-    from .io import read_labels, read_tiff
-    from .metrics import evaluate, evaluate_thresholds
+    from napari_unet.evaluation.scores import evaluate, evaluate_thresholds
+    from napari_unet.io.stacks import read_labels, read_tiff
 
     prediction = read_tiff(args.mask)
     if not np.issubdtype(prediction.dtype, np.floating):
@@ -452,7 +452,7 @@ def scores_json(scores: dict) -> str:
 
 def scores_table(scores: dict) -> str:
     """Lay the scores out as text: one score per row, then one row per slice."""
-    from .train import format_slices
+    from napari_unet.training.train import format_slices
 
     def cell(item) -> str:
         return f"{item:.4f}" if isinstance(item, float) else str(item)

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import InputError
-from .labels import INTERIOR, MEMBRANE, UNLABELLED, label_values
-from .validate import check_dtype, check_finite, check_not_empty
+from napari_unet.checks import check_dtype, check_finite, check_not_empty
+from napari_unet.errors import InputError
+from napari_unet.io.labels import INTERIOR, MEMBRANE, UNLABELLED, label_values
 
 TRUNCATE = 6.0
 """Cut-off of the border term, in units of sigma.

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import Config
-from .devices import using_cpu_threads
-from .jobs import Smoother
-from .train import build_setup, make_loader, make_optimizer, update
+from napari_unet.config import Config
+from napari_unet.devices import using_cpu_threads
+from napari_unet.jobs import Smoother
+from napari_unet.training.train import build_setup, make_loader, make_optimizer, update
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def lr_find(
     Parameters
     ----------
     image, labels : ndarray
-        As for `napari_unet.train.train`.
+        As for `napari_unet.training.train.train`.
     config : Config, optional
         Network, optimizer and data settings; its learning rate is ignored.
     start, end : float

@@ -3,7 +3,8 @@
 import napari
 from magicgui.widgets import Container, Label
 
-from ..labels import describe_pair
+from napari_unet.io.labels import describe_pair
+
 from .layers import layer_picker, pick_first
 
 

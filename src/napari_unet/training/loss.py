@@ -53,7 +53,7 @@ def probability_loss(probabilities: np.ndarray, target: np.ndarray, weights: np.
     probabilities : (N, H, W) float ndarray
         P(membrane) in [0, 1].
     target : (N, H, W) int ndarray
-        1 = membrane, 0 = anything else (`napari_unet.data.class_targets`).
+        1 = membrane, 0 = anything else (`napari_unet.training.samples.class_targets`).
     weights : (N, H, W) float ndarray
         w(x); 0 where not annotated.
 

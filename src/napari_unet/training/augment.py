@@ -81,8 +81,8 @@ import numpy as np
 from albumentations.core.type_definitions import Targets
 from scipy import ndimage
 
-from .errors import InputError
-from .validate import check_positive
+from napari_unet.checks import check_positive
+from napari_unet.errors import InputError
 
 Interpolation = Literal["linear", "cubic"]
 Tile = int | tuple[int, int] | None

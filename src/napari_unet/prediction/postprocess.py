@@ -5,7 +5,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-from .labels import INTERIOR, MEMBRANE
+from napari_unet.io.labels import INTERIOR, MEMBRANE
 
 FOUR = ndi.generate_binary_structure(2, 1)
 MIN_CELL_SIZE = 30

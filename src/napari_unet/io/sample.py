@@ -4,7 +4,7 @@ from importlib.resources import files
 
 import numpy as np
 
-from .io import read_image, read_labels
+from napari_unet.io.stacks import read_image, read_labels
 
 ISBI2012 = files("napari_unet") / "data" / "isbi2012"
 

@@ -1,4 +1,4 @@
-"""Training data: normalisation, cached weight maps and overlap-tile training samples.
+"""Training samples: cached weight maps, slice splits and overlap-tile training samples.
 
 A valid-padding U-Net labels a smaller output than the input it sees (388 of
 572 in the paper). A training sample is therefore an input tile of
@@ -14,80 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .augment import AugmentConfig, augment
-from .errors import InputError
-from .labels import MEMBRANE, annotated_slices, to_annotation
-from .validate import check_pair
-from .weights import WeightConfig
+from napari_unet.checks import check_pair
+from napari_unet.errors import InputError
+from napari_unet.io.labels import MEMBRANE, annotated_slices, to_annotation
+from napari_unet.prediction.tiles import mirror_crop
+from napari_unet.training.augment import AugmentConfig, augment
+from napari_unet.training.weights import WeightConfig
 
 CONTEXT = 0.2
 """Extra context around an input tile, as a fraction of its side, that the augmentation
 warps in from real data (rather than mirroring) when it rotates or deforms the tile."""
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """Intensity normalisation, measured once on the training image and stored with the model.
-
-    ``unit`` maps raw intensities to [0, 1] between robust bounds (what the
-    augmentation's grey-value changes act on); ``network`` standardises that
-    for the network.
-
-    Attributes
-    ----------
-    low, high : float
-        Raw intensities mapped to 0 and 1 (the 0.1 and 99.9 percentiles).
-    mean, std : float
-        Mean and standard deviation of the [0, 1] image.
-    """
-
-    low: float
-    high: float
-    mean: float
-    std: float
-
-    @classmethod
-    def of(cls, image: np.ndarray, *, max_samples: int = 1_000_000) -> "Normalization":
-        """Measure an image (any shape), on a regular subsample when it is large."""
-        flat = np.asarray(image).ravel()
-        flat = flat[:: max(1, flat.size // max_samples)].astype(np.float64)
-        low, high = np.percentile(flat, [0.1, 99.9])
-        if high <= low:
-            low, high = float(flat.min()), float(flat.max())
-            high = high if high > low else low + 1.0
-        unit = np.clip((flat - low) / (high - low), 0.0, 1.0)
-        return cls(low=float(low), high=float(high), mean=float(unit.mean()),
-                   std=float(max(unit.std(), 1e-6)))
-
-    def unit(self, image: np.ndarray) -> np.ndarray:
-        """Return the image mapped to [0, 1] as float32."""
-        scaled = (np.asarray(image, dtype=np.float32) - self.low) / (self.high - self.low)
-        return np.clip(scaled, 0.0, 1.0, out=scaled)
-
-    def network(self, unit_image: np.ndarray) -> np.ndarray:
-        """Return a [0, 1] image standardised for the network (float32)."""
-        return (unit_image - np.float32(self.mean)) / np.float32(self.std)
-
-
-def mirror_indices(start: int, size: int, length: int) -> np.ndarray:
-    """Return indices ``start .. start + size`` into an axis of ``length``, mirrored at both ends.
-
-    Mirroring is that of the paper's Fig. 2 (and ``np.pad(mode='reflect')``):
-    the edge pixel is not repeated.
-    """
-    index = np.arange(start, start + size)
-    if length == 1:
-        return np.zeros_like(index)
-    period = 2 * (length - 1)
-    index = np.mod(index, period)
-    return np.where(index < length, index, period - index)
-
-
-def mirror_crop(array: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
-    """Cut ``array[top:top+height, left:left+width]``, mirroring whatever lies outside."""
-    rows = mirror_indices(top, height, array.shape[0])
-    cols = mirror_indices(left, width, array.shape[1])
-    return array[np.ix_(rows, cols)]
 
 
 class WeightCache:

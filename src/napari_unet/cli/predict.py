@@ -6,7 +6,7 @@ import functools
 import time
 from pathlib import Path
 
-from .errors import InputError
+from napari_unet.errors import InputError
 
 FLAGS = {"mask": "-o", "probabilities": "--probabilities", "cells": "--cells"}
 
@@ -17,8 +17,8 @@ def _outputs(args: argparse.Namespace) -> dict[str, Path]:
     No output may be an input (the image or the model), even with
     ``--overwrite``, nor may two outputs share a name.
     """
-    from .checkpoint import model_path
-    from .io import check_not_inputs
+    from napari_unet.io.stacks import check_not_inputs
+    from napari_unet.model.files import model_path
 
     outputs = {"mask": args.output, "probabilities": args.probabilities, "cells": args.cells}
     outputs = {kind: Path(path) for kind, path in outputs.items() if path}
@@ -81,12 +81,12 @@ def step(text: str):
 def _drain(job, unit: str, steps: dict[str, str] | None = None):
     """Drain a prediction job: a bar of its tiles (or blocks), then its post-processing steps.
 
-    ``steps`` says how to announce each `~napari_unet.predict_jobs.PostProgress`
+    ``steps`` says how to announce each `~napari_unet.prediction.pipeline.PostProgress`
     step; each is shown as a timed `step`.
     """
-    from .cli_jobs import progress_bar
-    from .jobs import drain
-    from .predict_jobs import PostProgress
+    from napari_unet.cli.train import progress_bar
+    from napari_unet.jobs import drain
+    from napari_unet.prediction.pipeline import PostProgress
 
     bar, timed = None, contextlib.ExitStack()
 
@@ -111,8 +111,8 @@ def _drain(job, unit: str, steps: dict[str, str] | None = None):
 
 def _tile(args: argparse.Namespace, model_file) -> int:
     """Return the tile to ask prediction for; say in one line when it rounds ``--tile``."""
-    from .cli_jobs import tile_notice
-    from .tiles import TilePlan, default_tile
+    from napari_unet.cli.train import tile_notice
+    from napari_unet.prediction.tiles import TilePlan, default_tile
 
     tile = args.tile or default_tile(model_file.config)
     network = model_file.config.model
@@ -124,7 +124,7 @@ def _tile(args: argparse.Namespace, model_file) -> int:
 
 def mask_settings(args: argparse.Namespace, model_file) -> tuple[float, float | None]:
     """Return the threshold and gap closing of the mask: the flags', else the model's."""
-    from .cli_jobs import OFF
+    from napari_unet.cli.train import OFF
 
     threshold = model_file.threshold if args.threshold is None else args.threshold
     if args.close_gaps is None:
@@ -137,11 +137,11 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
     import shutil
     import tempfile
 
-    from .checkpoint import load_model
-    from .cli_jobs import describe_mask
-    from .devices import autocast_dtype, pick_device
-    from .predict_jobs import volume_job
-    from .volume import publish, threshold_volume
+    from napari_unet.cli.train import describe_mask
+    from napari_unet.devices import autocast_dtype, pick_device
+    from napari_unet.model.files import load_model
+    from napari_unet.prediction.pipeline import volume_job
+    from napari_unet.prediction.volume import publish, threshold_volume
 
     model_file = load_model(args.model)
     device = pick_device(args.device)
@@ -179,12 +179,12 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     """``napari-unet predict``: predict a stack and write its mask (and more)."""
-    from .checkpoint import load_model
-    from .cli_jobs import describe_mask
-    from .devices import autocast_dtype, pick_device
-    from .io import read_image, write_export
-    from .predict_jobs import prediction_job
-    from .validate import check_slice_side
+    from napari_unet.checks import check_slice_side
+    from napari_unet.cli.train import describe_mask
+    from napari_unet.devices import autocast_dtype, pick_device
+    from napari_unet.io.stacks import read_image, write_export
+    from napari_unet.model.files import load_model
+    from napari_unet.prediction.pipeline import prediction_job
 
     outputs = _outputs(args)
     if _is_large(args, outputs):
@@ -219,7 +219,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def add_predict(jobs) -> None:
     """Register the predict subcommand."""
-    from .cli_jobs import close_gaps_arg
+    from napari_unet.cli.train import close_gaps_arg
 
     parser = jobs.add_parser(
         "predict", help="predict membranes of a stack with a trained model",

@@ -4,7 +4,7 @@ The volume is read lazily (a dask array, a zarr array or folder, or a TIFF
 file read page by page) and cut into blocks of ``k`` slices by a Y/X chunk.
 For each block only the window its tiles need is read: the block grown by the
 tile margin in Y and X, mirrored at the volume's borders with
-`~napari_unet.data.mirror_indices` exactly as `~napari_unet.predict.predict`
+`~napari_unet.training.samples.mirror_indices` exactly as `~napari_unet.prediction.predict.predict`
 mirrors a whole slice. The probabilities of a block go straight into its own
 chunk of a float32 zarr array, so memory holds a few blocks at most and
 concurrent writers never share a chunk.
@@ -33,7 +33,7 @@ system). On a SLURM cluster, with ``dask-jobqueue`` installed::
     from distributed import Client
 
     from napari_unet.jobs import drain
-    from napari_unet.volume import predict_volume
+    from napari_unet.prediction.volume import predict_volume
 
     cluster = SLURMCluster(cores=8, processes=1, memory="32GB", walltime="02:00:00",
                            job_extra_directives=["--gres=gpu:1"])
@@ -62,16 +62,16 @@ import tifffile
 import torch
 import zarr
 
-from .checkpoint import load_model
-from .checkpoint import model_path as checkpoint_path
-from .data import Normalization, mirror_indices
-from .errors import InputError
-from .io import overlap
-from .model import UNet
-from .postprocess import lazy_membrane
-from .predict import predict_tiles
-from .tiles import TilePlan
-from .validate import check_dtype, check_image_shape, check_positive
+from napari_unet.checks import check_dtype, check_image_shape, check_positive
+from napari_unet.errors import InputError
+from napari_unet.io.stacks import overlap
+from napari_unet.model.files import load_model
+from napari_unet.model.files import model_path as checkpoint_path
+from napari_unet.model.normalization import Normalization
+from napari_unet.model.unet import UNet
+from napari_unet.prediction.postprocess import lazy_membrane
+from napari_unet.prediction.predict import predict_tiles
+from napari_unet.prediction.tiles import TilePlan, mirror_indices
 
 DEFAULT_BLOCK = (1, 1024, 1024)
 """Slices, rows and columns of a block (and of an output chunk)."""
@@ -94,10 +94,10 @@ class VolumeProgress:
 
 
 def open_lazy(source, *, name: str | None = None) -> da.Array:
-    """Open an image lazily and check it as `~napari_unet.validate.check_image` does.
+    """Open an image lazily and check it as `~napari_unet.checks.check_image` does.
 
-    Only the shape and dtype are checked (`~napari_unet.validate.check_dtype`,
-    `~napari_unet.validate.check_image_shape`): looking for NaN or inf values would
+    Only the shape and dtype are checked (`~napari_unet.checks.check_dtype`,
+    `~napari_unet.checks.check_image_shape`): looking for NaN or inf values would
     read the whole volume, so that check is left out (such pixels give NaN
     probabilities in their tiles).
 
@@ -403,7 +403,7 @@ def predict_volume(
     Parameters
     ----------
     model_file : str or PathLike
-        A model file (`~napari_unet.checkpoint.save_model`); its normalisation
+        A model file (`~napari_unet.model.files.save_model`); its normalisation
         maps each window to [0, 1].
     source : dask array, zarr array, ndarray, str or PathLike
         (Y, X) or (Z, Y, X) image; see `open_lazy`.
@@ -545,7 +545,7 @@ def threshold_volume(probabilities: str | os.PathLike, output: str | os.PathLike
         Membrane above it.
     close_gaps : float or None
         Also the watershed lines between cells seeded at most this
-        (`napari_unet.postprocess.gap_lines`); computed on whole slices.
+        (`napari_unet.prediction.postprocess.gap_lines`); computed on whole slices.
     convention : {'membrane', 'isbi'}
         'membrane': 255 = membrane, 0 = not; 'isbi': 0 = membrane, 255 = interior.
 

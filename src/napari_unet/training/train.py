@@ -20,10 +20,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .checkpoint import ModelFile, load_model, make_model, save_model
-from .config import Config
-from .data import (
-    Normalization,
+from napari_unet.checks import check_slice_side
+from napari_unet.config import Config
+from napari_unet.devices import autocast_dtype, default_workers, pick_device, using_cpu_threads
+from napari_unet.errors import InputError
+from napari_unet.evaluation.scores import evaluate, evaluate_thresholds
+from napari_unet.jobs import drain
+from napari_unet.model.files import ModelFile, load_model, make_model, save_model
+from napari_unet.model.normalization import Normalization
+from napari_unet.prediction.postprocess import is_membrane
+from napari_unet.prediction.predict import predict_probabilities
+from napari_unet.prediction.tiles import TilePlan
+from napari_unet.training.loss import probability_loss, weighted_cross_entropy
+from napari_unet.training.samples import (
     TileGeometry,
     TrainingSamples,
     WeightCache,
@@ -31,15 +40,6 @@ from .data import (
     prepare,
     split_slices,
 )
-from .devices import autocast_dtype, default_workers, pick_device, using_cpu_threads
-from .errors import InputError
-from .jobs import drain
-from .loss import probability_loss, weighted_cross_entropy
-from .metrics import evaluate, evaluate_thresholds
-from .postprocess import is_membrane
-from .predict import predict_probabilities
-from .tiles import TilePlan
-from .validate import check_slice_side
 
 __all__ = ["Event", "Progress", "TrainResult", "TrainingError", "describe_start", "drain",
            "train"]
@@ -305,7 +305,7 @@ def pick_threshold(per_threshold: list[dict]) -> dict:
     Parameters
     ----------
     per_threshold : list of dict
-        `napari_unet.metrics.evaluate_thresholds`'s ``per_threshold``.
+        `napari_unet.evaluation.scores.evaluate_thresholds`'s ``per_threshold``.
 
     Returns
     -------

@@ -1,0 +1,1 @@
+"""The command line: ``napari-unet`` (or ``python -m napari_unet.cli``)."""

@@ -1,0 +1,1 @@
+"""Files and labels: TIFF and zarr stacks, exports, annotation conventions, the bundled sample."""

@@ -1,0 +1,1 @@
+"""Training: weight map, augmentation, samples, loss, the loop, the learning-rate sweep."""
