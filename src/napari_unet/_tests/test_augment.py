@@ -11,11 +11,10 @@ from napari_unet.training.augment import (
     DEFAULT,
     SEED_NOISE_STD,
     AugmentConfig,
-    CoarseGridElastic,
     augment,
     build_pipeline,
-    coarse_displacement,
 )
+from napari_unet.training.elastic import CoarseGridElastic, coarse_displacement
 
 PROBABILITIES = [f.name for f in fields(AugmentConfig) if f.name.endswith("_p")]
 INTENSITY_P = ("brightness_contrast_p", "multiplicative_noise_p", "gauss_noise_p")
