@@ -11,12 +11,14 @@ import zarr
 
 from napari_unet.config import Config
 from napari_unet.errors import InputError
+from napari_unet.io.lazy import open_lazy
 from napari_unet.jobs import drain
 from napari_unet.model.files import ModelFile, make_model, save_model
 from napari_unet.model.normalization import Normalization
+from napari_unet.prediction import blocks as blocks
 from napari_unet.prediction import volume as volume
 from napari_unet.prediction.predict import predict_probabilities
-from napari_unet.prediction.volume import VolumeProgress, open_lazy, predict_volume
+from napari_unet.prediction.volume import VolumeProgress, predict_volume
 
 NORM = Normalization(low=0.0, high=255.0, mean=0.5, std=0.25)
 SHAPE = (3, 52, 60)  # Y and X multiples of 4: `predict`'s own tiles are aligned (depth 3)
@@ -248,14 +250,14 @@ def test_distributed_equals_local(tiny, stack, tmp_path):
     with (distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                    dashboard_address=None, silence_logs=logging.ERROR) as cluster,
           distributed.Client(cluster) as client):
-        before = volume._network.cache_info().misses
+        before = blocks._network.cache_info().misses
         with distributed.get_task_stream(client) as stream:
             remote = run(tiny[0], tmp_path / "in.tif", tmp_path / "remote.zarr", client=client,
                          **options)
     ran = [t for t in stream.data if "predict_block" in str(t["key"])]
     assert len(ran) == 8  # every block ran on a worker
     np.testing.assert_array_equal(remote[:], local)
-    assert volume._network.cache_info().misses == before  # the model was loaded once
+    assert blocks._network.cache_info().misses == before  # the model was loaded once
 
 
 def test_block_task_survives_pickling(tiny, stack, tmp_path):
@@ -263,12 +265,12 @@ def test_block_task_survives_pickling(tiny, stack, tmp_path):
     tifffile.imwrite(tmp_path / "in.tif", stack, photometric="minisblack")
     source = open_lazy(tmp_path / "in.tif")
     model = tiny[1].build_model()
-    block = volume.plan_blocks(source.shape, (2, 32, 40), model, tile=16)[-1]
+    block = blocks.plan_blocks(source.shape, (2, 32, 40), model, tile=16)[-1]
     out = zarr.create_array(str(tmp_path / "p.zarr"), shape=SHAPE, chunks=(2, 32, 40),
                             dtype="float32")
-    task = volume.BlockTask(str(tiny[0]), tiny[0].stat().st_mtime_ns, str(tmp_path / "p.zarr"),
+    task = blocks.BlockTask(str(tiny[0]), tiny[0].stat().st_mtime_ns, str(tmp_path / "p.zarr"),
                             False, "cpu", 4, None, False)
-    work = dask.delayed(volume.predict_block)(task, source[block.read()], block)
+    work = dask.delayed(blocks.predict_block)(task, source[block.read()], block)
     assert cloudpickle.loads(cloudpickle.dumps(work)).compute(scheduler="sync") == block.index
     expected = run(tiny[0], stack, tmp_path / "all.zarr", tile=16, block=(2, 32, 40))
     np.testing.assert_array_equal(out[block.target()], expected[block.target()])

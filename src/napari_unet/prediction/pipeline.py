@@ -117,7 +117,7 @@ def volume_job(
     model_path : str or PathLike
         A model file, or a bundled model's name.
     volume : dask array, zarr array, ndarray, str or PathLike
-        (Y, X) or (Z, Y, X) image (`napari_unet.prediction.volume.open_lazy`).
+        (Y, X) or (Z, Y, X) image (`napari_unet.io.lazy.open_lazy`).
     output : str or PathLike
         The zarr folder of P(membrane) to write.
     device : torch.device

@@ -4,10 +4,12 @@ The volume is read lazily (a dask array, a zarr array or folder, or a TIFF
 file read page by page) and cut into blocks of ``k`` slices by a Y/X chunk.
 For each block only the window its tiles need is read: the block grown by the
 tile margin in Y and X, mirrored at the volume's borders with
-`~napari_unet.training.samples.mirror_indices` exactly as `~napari_unet.prediction.predict.predict`
-mirrors a whole slice. The probabilities of a block go straight into its own
-chunk of a float32 zarr array, so memory holds a few blocks at most and
-concurrent writers never share a chunk.
+`~napari_unet.prediction.tiles.mirror_indices` exactly as
+`~napari_unet.prediction.predict.predict` mirrors a whole slice. The
+probabilities of a block go straight into its own chunk of a float32 zarr
+array, so memory holds a few blocks at most and concurrent writers never share
+a chunk. The lazy reading is `napari_unet.io.lazy`, the blocks and their tiles
+`napari_unet.prediction.blocks`.
 
 Tile origins are aligned to multiples of ``2**(depth - 1)`` in volume
 coordinates. A U-Net's 2x2 poolings and up-convolutions make a tile's output
@@ -58,28 +60,19 @@ from pathlib import Path
 import dask
 import dask.array as da
 import numpy as np
-import tifffile
 import torch
 import zarr
 
-from napari_unet.checks import check_dtype, check_image_shape, check_positive
+from napari_unet.checks import check_positive
 from napari_unet.errors import InputError
+from napari_unet.io.lazy import open_lazy
 from napari_unet.io.stacks import overlap
-from napari_unet.model.files import load_model
 from napari_unet.model.files import model_path as checkpoint_path
-from napari_unet.model.normalization import Normalization
-from napari_unet.model.unet import UNet
+from napari_unet.prediction.blocks import Block, BlockTask, _network, plan_blocks, predict_block
 from napari_unet.prediction.postprocess import lazy_membrane
-from napari_unet.prediction.predict import predict_tiles
-from napari_unet.prediction.tiles import TilePlan, mirror_indices
 
 DEFAULT_BLOCK = (1, 1024, 1024)
 """Slices, rows and columns of a block (and of an output chunk)."""
-
-READ_CHUNK = 1024
-"""Y/X side of the dask chunks through which TIFF files and numpy arrays are read."""
-
-TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -88,300 +81,6 @@ class VolumeProgress:
 
     done: int
     total: int
-
-
-# -- lazy input ----------------------------------------------------------------------
-
-
-def open_lazy(source, *, name: str | None = None) -> da.Array:
-    """Open an image lazily and check it as `~napari_unet.checks.check_image` does.
-
-    Only the shape and dtype are checked (`~napari_unet.checks.check_dtype`,
-    `~napari_unet.checks.check_image_shape`): looking for NaN or inf values would
-    read the whole volume, so that check is left out (such pixels give NaN
-    probabilities in their tiles).
-
-    Parameters
-    ----------
-    source : dask array, zarr array, ndarray, str or PathLike
-        A path names a zarr array folder (``.zarr``) or a TIFF file (read page
-        by page and tile by tile, never whole).
-    name : str, optional
-        How messages name the image; the path by default.
-
-    Returns
-    -------
-    volume : (Y, X) or (Z, Y, X) dask array
-        Reading it reads only the chunks asked for.
-
-    Raises
-    ------
-    InputError
-        For a missing or unreadable path, a zarr group, or an image that is
-        RGB(A), empty, not numeric or not 2D/3D.
-    """
-    if isinstance(source, str | os.PathLike):
-        name = name or str(source)
-        volume = _open_path(Path(source))
-    elif isinstance(source, da.Array):
-        volume = source
-    elif isinstance(source, zarr.Array):
-        volume = da.from_zarr(source)
-    elif isinstance(source, np.ndarray):
-        volume = da.from_array(source, chunks=_read_chunks(source.shape))
-    else:
-        raise TypeError(f"cannot read an image from a {type(source).__name__}")
-    check_dtype(volume.dtype, name=name or "image")
-    check_image_shape(volume.shape, name=name or "image")
-    return volume
-
-
-def _open_path(path: Path) -> da.Array:
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    if path.is_file() and path.suffix.lower() in TIFF_SUFFIXES:
-        tiff = LazyTiff(path.resolve())  # workers may run elsewhere
-        token = dask.base.tokenize(str(path.resolve()), path.stat().st_mtime_ns)
-        return da.from_array(tiff, chunks=_read_chunks(tiff.shape), name=f"tiff-{token}",
-                             lock=True, meta=np.empty((0,) * tiff.ndim, tiff.dtype))
-    if not path.is_dir():
-        raise InputError(f"{path}: not a zarr folder or a TIFF file")
-    try:
-        node = zarr.open(str(path.resolve()), mode="r")
-    except (FileNotFoundError, ValueError) as err:
-        raise InputError(f"{path}: not a zarr array ({err})") from None
-    if isinstance(node, zarr.Group):
-        keys = ", ".join(sorted(node.array_keys())) or "none"
-        raise InputError(f"{path} is a zarr group; name one of its arrays ({keys}), "
-                         f"e.g. {path / '0'}")
-    return da.from_zarr(node)
-
-
-def _read_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Chunks of one slice by READ_CHUNK pixels (the last two axes), whatever the rank."""
-    return tuple(min(READ_CHUNK, n) if axis >= len(shape) - 2 else 1
-                 for axis, n in enumerate(shape))
-
-
-class LazyTiff:
-    """A TIFF file's first series, read on demand through tifffile's zarr store.
-
-    Pickling keeps only the path, so dask can send it to worker processes,
-    which reopen the file there.
-
-    Parameters
-    ----------
-    path : str or PathLike
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = str(path)
-        self._array = None
-        array = self._open()
-        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
-
-    def _open(self) -> zarr.Array:
-        if self._array is None:
-            try:
-                store = tifffile.imread(self.path, aszarr=True, series=0, level=0)
-                self._array = zarr.open_array(store, mode="r")
-            except (tifffile.TiffFileError, ValueError, OSError) as err:
-                raise InputError(f"{self.path}: not a readable TIFF file ({err})") from None
-        return self._array
-
-    def __getitem__(self, key) -> np.ndarray:
-        return self._open()[key]
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_array": None}
-
-
-# -- blocks and their tiles ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AxisTiles:
-    """Output tiles covering ``start:stop`` of one axis, from an aligned origin.
-
-    Attributes
-    ----------
-    start, stop : int
-        The block's extent along the axis.
-    first : int
-        Origin of the first output tile (``start`` rounded down to the alignment).
-    step : int
-        Output pixels kept per tile (a multiple of the alignment).
-    count : int
-        Tiles.
-    plan : TilePlan
-        Network input side, output side and offset for ``step``.
-    """
-
-    start: int
-    stop: int
-    first: int
-    step: int
-    count: int
-    plan: TilePlan
-
-    @classmethod
-    def cover(cls, start: int, stop: int, *, plan: TilePlan, model: UNet) -> "AxisTiles":
-        """Cover ``start:stop`` with equal tiles of at most ``plan.output`` pixels on its grid."""
-        first = start - start % plan.grid
-        count = -(-(stop - first) // plan.output)
-        step = _round_up(-(-(stop - first) // count), plan.grid)
-        return cls(start, stop, first, step, count, TilePlan.for_prediction(model, step))
-
-    def indices(self, length: int) -> np.ndarray:
-        """Return the input pixels the tiles read, mirrored into an axis of ``length``."""
-        span = (self.count - 1) * self.step + self.plan.input
-        return mirror_indices(self.first - self.plan.halo, span, length)
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-@dataclass(frozen=True)
-class Block:
-    """Slices ``z0:z1`` by the extents of ``y`` and ``x`` of a (Z, Y, X) volume."""
-
-    index: int
-    z0: int
-    z1: int
-    y: AxisTiles
-    x: AxisTiles
-    height: int
-    width: int
-
-    def read(self) -> tuple[slice, slice, slice]:
-        """Return the bounding box of the input pixels the block's tiles need."""
-        rows, cols = self.y.indices(self.height), self.x.indices(self.width)
-        return (slice(self.z0, self.z1), slice(int(rows.min()), int(rows.max()) + 1),
-                slice(int(cols.min()), int(cols.max()) + 1))
-
-    def window(self, raw: np.ndarray) -> np.ndarray:
-        """Arrange the bounding box `read` returned into the mirrored window of the tiles."""
-        rows, cols = self.y.indices(self.height), self.x.indices(self.width)
-        return raw[:, rows - rows.min()][:, :, cols - cols.min()]
-
-    def target(self) -> tuple[slice, slice, slice]:
-        """Return where the block goes in the (Z, Y, X) output."""
-        return (slice(self.z0, self.z1), slice(self.y.start, self.y.stop),
-                slice(self.x.start, self.x.stop))
-
-
-def plan_blocks(shape: tuple[int, int, int], block: tuple[int, int, int], model: UNet,
-                *, tile: int) -> list[Block]:
-    """Cut a (Z, Y, X) volume into blocks and plan each block's aligned tiles.
-
-    Parameters
-    ----------
-    shape : (3,) tuple of int
-    block : (3,) tuple of int
-        Slices, rows and columns per block (smaller at the volume's far edges).
-    model : UNet
-    tile : int
-        Output tile side to aim for (as in `predict`).
-
-    Returns
-    -------
-    blocks : list of Block
-    """
-    plan = TilePlan.for_prediction(model, tile)
-    depth, height, width = shape
-    cover = functools.partial(AxisTiles.cover, plan=plan, model=model)
-    rows = [cover(y, min(y + block[1], height)) for y in range(0, height, block[1])]
-    cols = [cover(x, min(x + block[2], width)) for x in range(0, width, block[2])]
-    spans = [(z, min(z + block[0], depth)) for z in range(0, depth, block[0])]
-    grid = [(z, y, x) for z in spans for y in rows for x in cols]
-    return [Block(i, z0, z1, y, x, height, width) for i, ((z0, z1), y, x) in enumerate(grid)]
-
-
-# -- one block --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BlockTask:
-    """What a worker needs besides the block: small and picklable.
-
-    Attributes
-    ----------
-    model_path : str
-    model_stamp : int
-        Modification time of the model file (ns), so a rewritten file is reloaded.
-    output : str
-        The zarr array the blocks are written to.
-    squeeze : bool
-        The output is (Y, X): drop the slice axis when writing.
-    device : str
-    batch_size : int
-    autocast_dtype : torch.dtype or None
-    tta : bool
-    """
-
-    model_path: str
-    model_stamp: int
-    output: str
-    squeeze: bool
-    device: str
-    batch_size: int
-    autocast_dtype: torch.dtype | None
-    tta: bool
-
-
-@functools.lru_cache(maxsize=2)
-def _network(path: str, stamp: int, device: str) -> tuple[UNet, Normalization]:
-    """Load a model file once per process (``stamp`` keys the cache to the file's version)."""
-    model_file = load_model(path, map_location=device)
-    return model_file.build_model().to(device), model_file.normalization
-
-
-def predict_block(task: BlockTask, raw: np.ndarray, block: Block) -> int:
-    """Predict one block from its raw input box and write it to the output.
-
-    Parameters
-    ----------
-    task : BlockTask
-    raw : (k, h, w) ndarray
-        ``volume[block.read()]``.
-    block : Block
-
-    Returns
-    -------
-    index : int
-        The block's number.
-    """
-    model, normalization = _network(task.model_path, task.model_stamp, task.device)
-    unit = normalization.unit(block.window(np.asarray(raw)))
-    probabilities = _predict_tiles(model, unit, normalization, block, task)
-    if task.squeeze:
-        zarr.open_array(task.output, mode="r+")[block.target()[1:]] = probabilities[0]
-    else:
-        zarr.open_array(task.output, mode="r+")[block.target()] = probabilities
-    return block.index
-
-
-def _predict_tiles(model: UNet, unit: np.ndarray, normalization: Normalization, block: Block,
-                   task: BlockTask) -> np.ndarray:
-    """P(membrane) of a block from its mirrored [0, 1] window, tile batch by tile batch."""
-    y, x = block.y, block.x
-    jobs = [(z, i, j) for z in range(len(unit)) for i in range(y.count) for j in range(x.count)]
-    result = np.empty((len(unit), y.count * y.step, x.count * x.step), dtype=np.float32)
-    for start in range(0, len(jobs), task.batch_size):
-        batch = jobs[start:start + task.batch_size]
-        tiles = np.stack([unit[z, i * y.step:i * y.step + y.plan.input,
-                               j * x.step:j * x.step + x.plan.input] for z, i, j in batch])
-        probs = predict_tiles(model, tiles, normalization, device=task.device,
-                              autocast_dtype=task.autocast_dtype, tta=task.tta)
-        oy, ox = y.plan.offset, x.plan.offset
-        for (z, i, j), p in zip(batch, probs, strict=True):
-            top, left = i * y.step, j * x.step
-            result[z, top:top + y.step, left:left + x.step] = p[oy:oy + y.step, ox:ox + x.step]
-    return result[:, y.start - y.first:y.stop - y.first, x.start - x.first:x.stop - x.first]
-
-
-# -- the whole volume -------------------------------------------------------------
 
 
 def predict_volume(
@@ -406,7 +105,7 @@ def predict_volume(
         A model file (`~napari_unet.model.files.save_model`); its normalisation
         maps each window to [0, 1].
     source : dask array, zarr array, ndarray, str or PathLike
-        (Y, X) or (Z, Y, X) image; see `open_lazy`.
+        (Y, X) or (Z, Y, X) image; see `~napari_unet.io.lazy.open_lazy`.
     output_path : str or PathLike
         The zarr folder to write (conventionally ``.zarr``); its parent must exist.
     tile : int
