@@ -8,8 +8,9 @@ is Fiji's trainableSegmentation.metrics (``RandError.getMaximalVRandAfterThinnin
 and ``VariationOfInformation.getMaximalVInfoAfterThinning``, called by the
 challenge's evaluation script with thresholds 0.0, 0.1, ..., 1.0 and per-slice
 averaging). This module is our own implementation of that definition, in
-numpy, scipy and numba; docs/metrics.md walks through it step by step. Per
-slice and threshold:
+numpy, scipy and numba, with the border thinning in
+`napari_unet.evaluation.segments`; docs/metrics.md walks through it step by
+step. Per slice and threshold:
 
 1. **Binarise.** The ground truth's foreground is its cell interior; its
    membrane is background and is *not* thinned. The proposal's cells are the
@@ -20,7 +21,7 @@ slice and threshold:
    (Vincent and Soille's algorithm on the two-level image, 4-connectivity).
    Each membrane pixel takes the basin that reaches it first in a
    breadth-first flood; a pixel reached by two basins is a dam, a line about
-   one pixel wide (`segments_from_membrane`). The membrane is thus split
+   one pixel wide (`segments.segments_from_membrane`). The membrane is thus split
    between the cells on its two sides, and only the dams stay boundary. A map
    without any cell pixel is one segment.
 4. **Foreground-restricted table**: p_ij, the fraction of the ground truth's
@@ -68,7 +69,6 @@ All scores lie in [0, 1]; 1 is perfect for V_rand and V_info, 0 for the pixel
 error.
 """
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -76,6 +76,12 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_unet.errors import InputError
+from napari_unet.evaluation.segments import (
+    _FOUR,
+    _as_binary,
+    _check_same_shape,
+    _flood_membrane,
+)
 from napari_unet.io.labels import (
     INTERIOR,
     MEMBRANE,
@@ -91,20 +97,6 @@ CHALLENGE_THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(11))
 _SEGMENT_KEYS = ("v_rand", "v_rand_split", "v_rand_merge", "v_info", "v_info_split",
                  "v_info_merge")
 _KEYS = ("pixel_error", *_SEGMENT_KEYS)
-
-# 4-connectivity: the challenge labels both the ground truth's and the
-# proposal's cells with it, and floods the proposal's membrane with it.
-_FOUR = ndi.generate_binary_structure(2, 1)
-
-# States of a pixel of `_flood_membrane`'s label map; basins are 1, 2, ...
-_DAM = 0
-_UNREACHED = -1
-_QUEUED = -2
-# A pixel's four neighbours as (row, column) steps, in the order the flood
-# visits them: left, up, right, down. With the column-by-column seeding, this
-# order decides which pixels are decided first, and so where a dam falls in a
-# band of even width.
-_STEPS = ((0, -1), (-1, 0), (0, 1), (1, 0))
 
 
 class Scores(NamedTuple):
@@ -127,66 +119,6 @@ class _Truth(NamedTuple):
     membrane: np.ndarray  # (Y, X) bool
     foreground: np.ndarray  # (F,) flat indices of the annotated interior
     segments: np.ndarray  # (F,) int64 true segment (1..N) of each foreground pixel
-
-
-def segments_from_membrane(
-    membrane: np.ndarray, *, thin: bool = True, mask: np.ndarray | None = None
-) -> np.ndarray:
-    """Turn a binary membrane map into labelled segments, as the challenge scores a proposal.
-
-    With `thin`, the challenge's border thinning: the 4-connected components
-    of the non-membrane pixels are basins, and a breadth-first watershed flood
-    (4-connected) hands every membrane pixel to the basin that reaches it
-    first. The flood starts from the membrane pixels that touch a basin, taken
-    column by column (top to bottom within a column, columns left to right),
-    and visits neighbours left, up, right, down. A membrane pixel is decided
-    when the flood reaches it, from its neighbours decided before it: it joins
-    their basin if they hold exactly one, and becomes a dam (label 0) if they
-    hold two or more, or only dams. Dams are lines about one pixel wide (a
-    pixel reached only through dams thickens them, rarely); a band of even
-    width gets its dam on the side the flood reaches later (the right or lower
-    side of a straight band). Thinning neither joins nor creates segments, and
-    a map without any non-membrane pixel is a single segment.
-
-    Without `thin`, the segments are the 4-connected components of the
-    non-membrane pixels and every membrane pixel is 0 (how the challenge
-    labels its ground truth).
-
-    Parameters
-    ----------
-    membrane : (Y, X) ndarray of bool
-        True on membrane (boundary) pixels.
-    thin : bool
-        Thin the membranes by the watershed flood first.
-    mask : (Y, X) ndarray of bool, optional
-        Pixels that may belong to a segment (for example the annotated ones):
-        the others are label 0 and, like membrane, do not connect segments
-        (with `thin` they are flooded as membrane, then set to 0).
-
-    Returns
-    -------
-    segments : (Y, X) ndarray of int32
-        0 on boundary (dam) pixels and outside `mask`, 1..N on the segments.
-
-    Raises
-    ------
-    InputError
-        When `membrane` is not a 2D binary map or `mask` has another shape.
-    """
-    membrane = _as_binary(membrane, "membrane")
-    if membrane.ndim != 2:
-        raise InputError(f"membrane has shape {membrane.shape}; expected one (Y, X) slice")
-    if mask is not None:
-        mask = _as_binary(mask, "mask")
-        _check_same_shape(mask, membrane, "mask", "membrane")
-        membrane = membrane | ~mask
-    if thin:
-        segments = _flood_membrane(membrane)
-    else:
-        segments = ndi.label(~membrane, _FOUR)[0].astype(np.int32)
-    if mask is not None:
-        segments[~mask] = 0
-    return segments
 
 
 def pixel_error(
@@ -293,7 +225,7 @@ def evaluate(prediction: np.ndarray, truth: np.ndarray, *, threshold: float = 0.
 
     Per annotated slice: `pixel_error` over the annotated pixels, and the
     foreground-restricted `rand_scores` and `info_scores` of the thinned
-    proposal (`segments_from_membrane`) against the true segments, the
+    proposal (`segments.segments_from_membrane`) against the true segments, the
     4-connected components of the annotated interior (not thinned). Where the
     truth is partly annotated, two scribbles in one cell count as two cells:
     on sparse annotation the segment scores are a rough guide. Slices without
@@ -479,82 +411,6 @@ def _check_threshold(threshold: float) -> None:
         raise InputError(f"threshold {threshold} is not a probability in [0, 1]")
 
 
-# --- border thinning --------------------------------------------------------------------------
-
-
-def _flood_membrane(membrane: np.ndarray) -> np.ndarray:
-    """Label the basins of a membrane map and flood its membrane (see `segments_from_membrane`)."""
-    labels, count = ndi.label(~membrane, _FOUR)
-    labels = labels.astype(np.int32)
-    if count == 0:
-        # Nothing but membrane: the flood finds one minimum, the whole image.
-        return np.ones(membrane.shape, np.int32)
-    if membrane.any():
-        labels[membrane] = _UNREACHED
-        _compiled_flood()(labels, np.empty(np.count_nonzero(membrane), np.int64))
-    return labels
-
-
-@functools.cache
-def _compiled_flood() -> Callable[[np.ndarray, np.ndarray], None]:
-    """Compile `_flood` with numba, on first use.
-
-    numba is imported here, not with this module, so ``import napari_unet``
-    stays light (as in `napari_unet.training.weights`); ``cache=True`` keeps the
-    machine code on disk after the first compile.
-    """
-    import numba
-
-    return numba.njit(cache=True, nogil=True)(_flood)
-
-
-def _flood(labels: np.ndarray, queue: np.ndarray) -> None:
-    """Flood the unreached pixels of `labels` from its basins, in place (compiled by numba).
-
-    Our breadth-first form of Vincent and Soille's flooding (1991) for an
-    image of two levels, basins (> 0) below membrane (`_UNREACHED`). Seeds
-    are the membrane pixels touching a basin, in column-major order; a pixel
-    is decided when it leaves the queue, from its neighbours decided before
-    it: one basin among them gives that basin, two or more basins, or only
-    dams, give a dam. Neighbours still unreached join the queue in `_STEPS`
-    order. `queue` holds at least as many entries as there are membrane pixels.
-    """
-    height, width = labels.shape
-    tail = 0
-    for x in range(width):
-        for y in range(height):
-            if labels[y, x] != _UNREACHED:
-                continue
-            for dy, dx in _STEPS:
-                v, u = y + dy, x + dx
-                if 0 <= v < height and 0 <= u < width and labels[v, u] > 0:
-                    labels[y, x] = _QUEUED
-                    queue[tail] = y * width + x
-                    tail += 1
-                    break
-    head = 0
-    while head < tail:
-        y, x = queue[head] // width, queue[head] % width
-        head += 1
-        basin = 0
-        dam = False
-        for dy, dx in _STEPS:
-            v, u = y + dy, x + dx
-            if not (0 <= v < height and 0 <= u < width):
-                continue
-            neighbour = labels[v, u]
-            if neighbour > 0:
-                if basin == 0:
-                    basin = neighbour
-                elif neighbour != basin:
-                    dam = True
-            elif neighbour == _UNREACHED:
-                labels[v, u] = _QUEUED
-                queue[tail] = v * width + u
-                tail += 1
-        labels[y, x] = _DAM if dam or basin == 0 else basin
-
-
 # --- the foreground-restricted table and its scores -------------------------------------------
 
 
@@ -659,15 +515,6 @@ def _compact(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _as_binary(array: np.ndarray, name: str) -> np.ndarray:
-    array = np.asarray(array)
-    if array.dtype == bool:
-        return array
-    if np.issubdtype(array.dtype, np.number) and set(label_values(array).tolist()) <= {0, 1}:
-        return array != 0
-    raise InputError(f"{name} must be a binary map (bool, or 0 and 1); got dtype {array.dtype}")
-
-
 def _as_labels(array: np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(array)
     if array.dtype != bool and not np.issubdtype(array.dtype, np.integer):
@@ -676,8 +523,3 @@ def _as_labels(array: np.ndarray, name: str) -> np.ndarray:
         raise InputError(f"{name} holds negative labels; segment labels are 0 (boundary) or "
                          "positive")
     return array
-
-
-def _check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
-    if a.shape != b.shape:
-        raise InputError(f"{name_a} shape {a.shape} differs from {name_b} shape {b.shape}")
