@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from napari_unet import UNet
-from napari_unet.model.unet import input_size_for, output_size, valid_input_sizes
+from napari_unet.model.sizes import input_size_for, output_size, valid_input_sizes
 
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 

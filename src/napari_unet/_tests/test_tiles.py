@@ -2,7 +2,7 @@ import pytest
 
 from napari_unet.config import ModelConfig
 from napari_unet.errors import InputError
-from napari_unet.model.unet import output_size
+from napari_unet.model.sizes import output_size
 from napari_unet.prediction.tiles import SAME_CONTEXT, TilePlan, default_tile, tile_origins
 
 

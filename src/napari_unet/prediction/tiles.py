@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_unet.checks import check_positive
-from napari_unet.model.unet import input_size_for, output_size
+from napari_unet.model.sizes import input_size_for, output_size
 
 SAME_CONTEXT = 32
 """Context (pixels per side) added around the prediction tiles of a same-padding network."""
