@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 from napari_unet.errors import InputError
 from napari_unet.io.labels import INTERIOR, MEMBRANE, UNLABELLED
 from napari_unet.io.sample import isbi2012
-from napari_unet.training import weights as weights
+from napari_unet.training import nearest_cells, weights
 from napari_unet.training.weights import TRUNCATE, WeightConfig, annotation_weight_map, weight_map
 
 # --- the naive reference: eq. 2 by its definition --------------------------------------------
@@ -199,7 +199,7 @@ def test_distances_are_exact_within_the_cutoff(seed):
     cells, _ = weights._label_cells(interior)
     pixels = np.flatnonzero(~interior)
     cutoff = 9.5
-    sq1, sq2 = weights._two_nearest_cells(cells, pixels, cutoff=cutoff)
+    sq1, sq2 = nearest_cells._two_nearest_cells(cells, pixels, cutoff=cutoff)
     d1, d2 = d1.ravel()[pixels], d2.ravel()[pixels]
     inside = d1 + d2 < cutoff
     np.testing.assert_array_equal(sq1[inside], np.round(d1[inside] ** 2))
@@ -236,7 +236,7 @@ def test_distances_are_exact_everywhere_without_a_cutoff():
     d1, d2, _ = naive_distances(interior)
     cells, _ = weights._label_cells(interior)
     pixels = np.flatnonzero(~interior)
-    sq1, sq2 = weights._two_nearest_cells(cells, pixels, cutoff=1e9)
+    sq1, sq2 = nearest_cells._two_nearest_cells(cells, pixels, cutoff=1e9)
     np.testing.assert_array_equal(sq1, np.round(d1.ravel()[pixels] ** 2))
     np.testing.assert_array_equal(sq2, np.round(d2.ravel()[pixels] ** 2))
 
@@ -248,8 +248,8 @@ def test_compiled_passes_agree_with_their_python_source():
     reach = 12
     results = []
     for row_pass, column_pass in [
-        weights._compiled_passes(),
-        (weights._row_pass, weights._column_pass),
+        nearest_cells._compiled_passes(),
+        (nearest_cells._row_pass, nearest_cells._column_pass),
     ]:
         keys = np.empty((*cells.shape, 2), np.int64)
         row_pass(cells, reach + 1, keys)
@@ -264,7 +264,7 @@ def test_row_pass_finds_the_nearest_cell_and_the_nearest_other_cell():
     cells = np.array([[1, 0, 0, 1, 0, 0, 2], [0, 0, 0, 0, 0, 0, 0]], np.int32)
     far = 10
     keys = np.empty((*cells.shape, 2), np.int64)
-    weights._compiled_passes()[0](cells, far, keys)
+    nearest_cells._compiled_passes()[0](cells, far, keys)
     squared, cell = keys >> 32, keys & 0xFFFFFFFF
     # Cell 1 twice in the row: the other cell is always cell 2, on the right.
     np.testing.assert_array_equal(squared[0, :, 0], [0, 1, 1, 0, 1, 1, 0])

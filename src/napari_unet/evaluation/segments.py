@@ -124,7 +124,7 @@ def _compiled_flood() -> Callable[[np.ndarray, np.ndarray], None]:
     """Compile `_flood` with numba, on first use.
 
     numba is imported here, not with this module, so ``import napari_unet``
-    stays light (as in `napari_unet.training.weights`); ``cache=True`` keeps the
+    stays light (as in `napari_unet.training.nearest_cells`); ``cache=True`` keeps the
     machine code on disk after the first compile.
     """
     import numba
