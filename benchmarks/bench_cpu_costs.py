@@ -24,7 +24,8 @@ import torch
 from napari_unet.config import config_for_preset
 from napari_unet.devices import available_cores
 from napari_unet.io.sample import isbi2012
-from napari_unet.training.train import build_setup, make_loader, make_optimizer, update, validate
+from napari_unet.training.setup import build_setup, make_loader, make_optimizer, update
+from napari_unet.training.validation import validate
 
 
 def updates_per_second(setup, seconds: float) -> float:

@@ -57,9 +57,10 @@ def main() -> int:
     from napari_unet.config import RETRAIN_DEFAULTS, config_for_preset
     from napari_unet.io.labels import retraining_labels
     from napari_unet.io.sample import isbi2012
+    from napari_unet.jobs import drain
     from napari_unet.prediction.postprocess import membrane_mask
     from napari_unet.prediction.predict import predict_probabilities
-    from napari_unet.training.train import drain, train
+    from napari_unet.training.train import train
 
     image, labels = isbi2012()
     annotated = [int(z) - NEW[0] for z in args.annotated.split(",")]

@@ -141,9 +141,10 @@ def run_project(minutes: float, seed: int, preset: str, settings: dict,
 
     from napari_unet.config import config_for_preset
     from napari_unet.io.sample import isbi2012
+    from napari_unet.jobs import drain
     from napari_unet.model.files import load_model
     from napari_unet.prediction.predict import predict_probabilities
-    from napari_unet.training.train import drain, train
+    from napari_unet.training.train import train
 
     image, labels = isbi2012()
     config = config_for_preset(preset, device="cpu").replace(

@@ -22,7 +22,7 @@ import torch
 
 from napari_unet.config import Config
 from napari_unet.io.sample import isbi2012
-from napari_unet.training.train import build_setup, loss_of_batch, make_loader, make_optimizer
+from napari_unet.training.setup import build_setup, loss_of_batch, make_loader, make_optimizer
 
 
 def timed_steps(setup, optimizer, steps, dtype=None):

@@ -102,7 +102,7 @@ class TrainConfig:
     threshold : float or None
         Membrane threshold of the exported mask (0 < threshold < 1); None: the one
         with the best V_rand + pixel accuracy on the validation slices
-        (`napari_unet.training.train.pick_threshold`).
+        (`napari_unet.training.validation.pick_threshold`).
     close_gaps : float or None
         Close the exported mask's gaps: also mark as membrane the watershed lines
         between the cells seeded where P(membrane) is at most this

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 import napari_unet.training.lr_find as lr_module
+from napari_unet.jobs import drain
 from napari_unet.training.lr_find import lr_find, suggest_lr
-from napari_unet.training.train import drain
 
 
 def test_recorded_rate_is_the_rate_used(isbi_small, tiny_config, monkeypatch):

@@ -7,20 +7,13 @@ import torch
 from napari_unet.devices import cpu_threads
 from napari_unet.errors import InputError
 from napari_unet.evaluation.scores import evaluate
+from napari_unet.jobs import drain
 from napari_unet.model.files import load_model
 from napari_unet.prediction.postprocess import is_membrane
 from napari_unet.prediction.predict import predict_probabilities
-from napari_unet.training.train import (
-    THRESHOLDS,
-    Event,
-    TrainingError,
-    describe_start,
-    drain,
-    format_slices,
-    last_path_for,
-    pick_threshold,
-    train,
-)
+from napari_unet.training.progress import Event, TrainingError, describe_start, format_slices
+from napari_unet.training.train import last_path_for, train
+from napari_unet.training.validation import THRESHOLDS, pick_threshold
 
 
 def events(generator):
@@ -146,12 +139,12 @@ def test_gradient_accumulation_counts_updates(isbi_small, tiny_config):
 
 
 def test_out_of_gpu_memory_says_what_to_shrink(isbi_small, tiny_config, monkeypatch):
-    import napari_unet.training.train as train_module
+    import napari_unet.training.setup as setup_module
 
     def out_of_memory(setup, batch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(train_module, "loss_of_batch", out_of_memory)
+    monkeypatch.setattr(setup_module, "loss_of_batch", out_of_memory)
     image, labels = isbi_small
     with pytest.raises(TrainingError, match=r"out of GPU memory at tile \d+ px, batch 2: try a "
                                             r"smaller tile or batch size"):
@@ -236,7 +229,7 @@ def test_a_fixed_threshold_is_the_exported_one(isbi_small, tiny_config, tmp_path
 
 
 def test_cosine_schedule_follows_steps_or_the_time_budget():
-    from napari_unet.training.train import cosine_lr, run_progress
+    from napari_unet.training.setup import cosine_lr, run_progress
 
     assert cosine_lr(0.1, 0.0) == 0.1 and cosine_lr(0.1, 1.0) == 0.0
     assert cosine_lr(0.1, 0.5) == pytest.approx(0.05) and cosine_lr(0.1, 2.0) == 0.0

@@ -16,7 +16,8 @@ from napari_unet.config import Config, parse_slices
 from napari_unet.errors import InputError
 from napari_unet.io.stacks import write_tiff
 from napari_unet.model.files import BUNDLED
-from napari_unet.training.train import Event, last_path_for
+from napari_unet.training.progress import Event
+from napari_unet.training.train import last_path_for
 
 TINY = {"depth": 3, "base_channels": 4, "tile": 64, "batch_size": 2, "epochs": 2,
         "val_slices": "3", "device": "cpu", "lr": "0.01"}

@@ -24,8 +24,9 @@ from napari_unet.config import RETRAIN_DEFAULTS, Config
 from napari_unet.errors import InputError
 from napari_unet.io.labels import annotated_slices, retraining_labels, to_annotation
 from napari_unet.model.files import BUNDLED, is_bundled, load_model
+from napari_unet.training.progress import Event, Progress, TrainResult
 from napari_unet.training.samples import pick_validation
-from napari_unet.training.train import Event, Progress, TrainResult, last_path_for, train
+from napari_unet.training.train import last_path_for, train
 
 from .corrected import CorrectedSlices
 from .layers import full_resolution, layer_picker, pick_first

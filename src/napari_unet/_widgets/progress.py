@@ -1,7 +1,7 @@
 """Progress in words and a smoothed loss, for the Training widget."""
 
 from napari_unet.jobs import Smoother, format_duration
-from napari_unet.training.train import Progress, describe_start
+from napari_unet.training.progress import Progress, describe_start
 
 __all__ = ["Smoother", "describe_start", "describe_step", "describe_validation",
            "format_duration"]

@@ -19,7 +19,8 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget
 
 from napari_unet.training.lr_find import LRResult, LRStep, lr_find
-from napari_unet.training.train import Event, Progress, TrainResult, last_path_for, train
+from napari_unet.training.progress import Event, Progress, TrainResult
+from napari_unet.training.train import last_path_for, train
 
 from .layers import PREVIEW, slice_translate
 from .plot import PlotWidget

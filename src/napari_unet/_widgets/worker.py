@@ -13,7 +13,7 @@ from qtpy.QtCore import QThread
 
 from napari_unet.devices import reserve_gui_core
 from napari_unet.errors import InputError
-from napari_unet.training.train import TrainingError
+from napari_unet.training.progress import TrainingError
 
 NICENESS = 10
 """How far below the GUI thread's CPU priority a job runs (a Linux nice increment)."""
@@ -36,7 +36,7 @@ def _relay(job: Generator):
     """Yield the job's records and return its result, re-raising RuntimeErrors as JobFailed.
 
     superqt takes a RuntimeError from a worker for a deleted Qt object and then emits
-    neither ``errored`` nor ``finished``; `napari_unet.training.train.TrainingError` is one.
+    neither ``errored`` nor ``finished``; `napari_unet.training.progress.TrainingError` is one.
     """
     try:
         return (yield from job)

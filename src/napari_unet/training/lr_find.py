@@ -16,7 +16,7 @@ import torch
 from napari_unet.config import Config
 from napari_unet.devices import using_cpu_threads
 from napari_unet.jobs import Smoother
-from napari_unet.training.train import build_setup, make_loader, make_optimizer, update
+from napari_unet.training.setup import build_setup, make_loader, make_optimizer, update
 
 
 @dataclass(frozen=True)
