@@ -7,13 +7,12 @@ from scipy import ndimage as ndi
 from skimage.metrics import adapted_rand_error, variation_of_information
 
 from napari_unet.errors import InputError
+from napari_unet.evaluation.rand_info import info_scores, rand_scores
 from napari_unet.evaluation.scores import (
     CHALLENGE_THRESHOLDS,
     evaluate,
     evaluate_thresholds,
-    info_scores,
     pixel_error,
-    rand_scores,
 )
 from napari_unet.io.labels import INTERIOR, MEMBRANE
 from napari_unet.io.sample import isbi2012
