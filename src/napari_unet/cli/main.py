@@ -13,8 +13,9 @@ import subprocess
 import sys
 
 from napari_unet import __version__
+from napari_unet.cli.evaluate import add_evaluate
 from napari_unet.cli.predict import add_predict
-from napari_unet.cli.train import add_jobs
+from napari_unet.cli.train import add_train
 from napari_unet.errors import InputError
 
 DEMO_SCREENSHOT = "napari-unet-demo.png"
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--screenshot", metavar="PNG", help="save a screenshot of the window there and exit"
     )
     demo.set_defaults(run=_demo)
-    add_jobs(jobs)
+    add_train(jobs)
+    add_evaluate(jobs)
     add_predict(jobs)
     return parser
 
@@ -127,7 +129,7 @@ def _run(argv: list[str] | None) -> int:
 
 def _describe(err: Exception) -> str:
     """One line for an error that is not the user's mistake."""
-    training_error = getattr(sys.modules.get("napari_unet.training.progress"), "TrainingError", ())
+    training_error = getattr(sys.modules.get("napari_unet.training.train"), "TrainingError", ())
     if isinstance(err, training_error):  # says what to do already
         return str(err)
     if isinstance(err, MemoryError):

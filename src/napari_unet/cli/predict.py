@@ -84,7 +84,7 @@ def _drain(job, unit: str, steps: dict[str, str] | None = None):
     ``steps`` says how to announce each `~napari_unet.prediction.pipeline.PostProgress`
     step; each is shown as a timed `step`.
     """
-    from napari_unet.cli.train import progress_bar
+    from napari_unet.cli.common import progress_bar
     from napari_unet.jobs import drain
     from napari_unet.prediction.pipeline import PostProgress
 
@@ -111,7 +111,7 @@ def _drain(job, unit: str, steps: dict[str, str] | None = None):
 
 def _tile(args: argparse.Namespace, model_file) -> int:
     """Return the tile to ask prediction for; say in one line when it rounds ``--tile``."""
-    from napari_unet.cli.train import tile_notice
+    from napari_unet.cli.common import tile_notice
     from napari_unet.prediction.tiles import TilePlan, default_tile
 
     tile = args.tile or default_tile(model_file.config)
@@ -124,7 +124,7 @@ def _tile(args: argparse.Namespace, model_file) -> int:
 
 def mask_settings(args: argparse.Namespace, model_file) -> tuple[float, float | None]:
     """Return the threshold and gap closing of the mask: the flags', else the model's."""
-    from napari_unet.cli.train import OFF
+    from napari_unet.cli.common import OFF
 
     threshold = model_file.threshold if args.threshold is None else args.threshold
     if args.close_gaps is None:
@@ -137,7 +137,7 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
     import shutil
     import tempfile
 
-    from napari_unet.cli.train import describe_mask
+    from napari_unet.cli.common import describe_mask
     from napari_unet.devices import autocast_dtype, pick_device
     from napari_unet.model.files import load_model
     from napari_unet.prediction.pipeline import volume_job
@@ -180,7 +180,7 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     """``napari-unet predict``: predict a stack and write its mask (and more)."""
     from napari_unet.checks import check_slice_side
-    from napari_unet.cli.train import describe_mask
+    from napari_unet.cli.common import describe_mask
     from napari_unet.devices import autocast_dtype, pick_device
     from napari_unet.io.stacks import read_image, write_export
     from napari_unet.model.files import load_model
@@ -219,7 +219,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def add_predict(jobs) -> None:
     """Register the predict subcommand."""
-    from napari_unet.cli.train import close_gaps_arg
+    from napari_unet.cli.common import close_gaps_arg
 
     parser = jobs.add_parser(
         "predict", help="predict membranes of a stack with a trained model",
