@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 
+from napari_unet.config import ModelConfig
 from napari_unet.errors import InputError
 from napari_unet.model.normalization import Normalization
-from napari_unet.prediction.tiles import mirror_crop, mirror_indices
+from napari_unet.prediction.tiles import TilePlan, mirror_crop, mirror_indices
 from napari_unet.training.augment import AugmentConfig
-from napari_unet.training.samples import TileGeometry, TrainingSamples, WeightCache, split_slices
+from napari_unet.training.samples import TrainingSamples, WeightCache, split_slices
 from napari_unet.training.weights import WeightConfig
 
 
@@ -68,8 +69,8 @@ def samples(isbi_small, seed=0):
     norm = Normalization.of(image)
     cache = WeightCache(WeightConfig())
     weights = {z: cache.get(z, labels[z]) for z in range(3)}
-    geometry = TileGeometry.for_network(44, 132)  # a depth-3 valid network
-    return TrainingSamples(norm.unit(image), labels, weights, [0, 1, 2], geometry, norm,
+    plan = TilePlan.for_training(ModelConfig(depth=4), 44)  # input 132, output 44
+    return TrainingSamples(norm.unit(image), labels, weights, [0, 1, 2], plan, norm,
                            AugmentConfig(), seed, 6)
 
 

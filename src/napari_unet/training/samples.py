@@ -2,7 +2,8 @@
 
 A valid-padding U-Net labels a smaller output than the input it sees (388 of
 572 in the paper). A training sample is therefore an input tile of
-``tile + margin`` pixels around an output tile of ``tile`` pixels, cut from a
+``tile + margin`` pixels around an output tile of ``tile`` pixels (the sides
+of a training `~napari_unet.prediction.tiles.TilePlan`), cut from a
 mirror-padded slice; the loss sees the output tile only. Each sample is drawn
 from ``(seed, epoch, index)`` alone, so any worker process builds the same
 sample and a resumed run sees exactly the samples the interrupted one would
@@ -10,14 +11,13 @@ have seen.
 """
 
 import hashlib
-from dataclasses import dataclass
 
 import numpy as np
 
 from napari_unet.checks import check_pair
 from napari_unet.errors import InputError
 from napari_unet.io.labels import MEMBRANE, annotated_slices, to_annotation
-from napari_unet.prediction.tiles import mirror_crop
+from napari_unet.prediction.tiles import TilePlan, mirror_crop
 from napari_unet.training.augment import AugmentConfig, augment
 from napari_unet.training.weights import WeightConfig
 
@@ -104,37 +104,29 @@ def split_slices(
     return train, val
 
 
-@dataclass(frozen=True)
-class TileGeometry:
-    """Sizes of a training sample.
+def warped_region(input_size: int) -> int:
+    """Return the side of the region the augmentation warps for an input tile: input plus context.
 
-    Attributes
+    Parameters
     ----------
-    tile : int
-        Output tile side (what the loss sees).
-    input : int
-        Input tile side (``tile + margin``).
+    input_size : int
+        Side of the network's input tile (a training `TilePlan`'s ``input``).
+
+    Returns
+    -------
     region : int
-        Side of the region the augmentation warps (the input plus context).
+        ``input_size`` plus `CONTEXT` of it, rounded to an even number of pixels.
     """
-
-    tile: int
-    input: int
-    region: int
-
-    @classmethod
-    def for_network(cls, tile: int, input_size: int) -> "TileGeometry":
-        """Geometry for a network whose input ``input_size`` gives an output of ``tile``."""
-        context = round(CONTEXT * input_size / 2) * 2
-        return cls(tile=tile, input=input_size, region=input_size + context)
+    return input_size + round(CONTEXT * input_size / 2) * 2
 
 
 class TrainingSamples:
     """Augmented training samples from annotated slices; a map-style dataset.
 
     Item ``i`` of epoch ``e`` is a dict of float32 tensors: ``image``
-    (1, input, input), ``target`` (tile, tile; class indices, 1 = membrane) and
-    ``weights`` (tile, tile; 0 where not annotated).
+    (1, input, input), ``target`` (output, output; class indices, 1 = membrane)
+    and ``weights`` (output, output; 0 where not annotated), with the sides of
+    ``plan``.
 
     Parameters
     ----------
@@ -146,7 +138,8 @@ class TrainingSamples:
         Weight map of each training slice.
     slices : list of int
         Training slices.
-    geometry : TileGeometry
+    plan : TilePlan
+        The training tile (`~napari_unet.prediction.tiles.TilePlan.for_training`).
     normalization : Normalization
     augment_config : AugmentConfig
     seed : int
@@ -154,11 +147,12 @@ class TrainingSamples:
         Samples per epoch.
     """
 
-    def __init__(self, unit_image, labels, weights, slices, geometry, normalization,
+    def __init__(self, unit_image, labels, weights, slices, plan: TilePlan, normalization,
                  augment_config: AugmentConfig, seed: int, length: int):
         self.unit_image, self.labels, self.weights = unit_image, labels, weights
-        self.slices, self.geometry, self.normalization = slices, geometry, normalization
+        self.slices, self.plan, self.normalization = slices, plan, normalization
         self.augment_config, self.seed, self.length = augment_config, seed, length
+        self.region = warped_region(plan.input)
         self.epoch = 0
         # Sampling probability of a slice grows with its annotated area.
         counts = np.array([np.count_nonzero(labels[z]) for z in slices], dtype=np.float64)
@@ -177,18 +171,17 @@ class TrainingSamples:
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Draw one sample: network input, class targets and pixel weights (numpy)."""
-        g = self.geometry
+        plan, side = self.plan, self.region
         z = self.slices[rng.choice(len(self.slices), p=self._p)]
         # Centre the output tile on a random annotated pixel, so sparse scribbles are seen.
         ys, xs = np.nonzero(self.labels[z])
         pick = rng.integers(len(ys))
-        top, left = ys[pick] - g.region // 2, xs[pick] - g.region // 2
-        region = [mirror_crop(a, top, left, g.region, g.region)
+        top, left = ys[pick] - side // 2, xs[pick] - side // 2
+        region = [mirror_crop(a, top, left, side, side)
                   for a in (self.unit_image[z], self.labels[z], self.weights[z])]
         image, labels, weights = augment(*region, config=self.augment_config, rng=rng,
-                                         tile=g.input)
-        crop = (g.input - g.tile) // 2
-        inner = slice(crop, crop + g.tile)
+                                         tile=plan.input)
+        inner = slice(plan.halo, plan.halo + plan.output)
         labels, weights = labels[inner, inner], weights[inner, inner]
         return (self.normalization.network(image).astype(np.float32),
                 class_targets(labels), np.ascontiguousarray(weights))

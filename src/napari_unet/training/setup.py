@@ -24,7 +24,6 @@ from napari_unet.prediction.tiles import TilePlan
 from napari_unet.training.loss import weighted_cross_entropy
 from napari_unet.training.progress import HIGHER_IS_BETTER, TrainingError
 from napari_unet.training.samples import (
-    TileGeometry,
     TrainingSamples,
     WeightCache,
     prepare,
@@ -73,7 +72,6 @@ def build_setup(image, labels, config: Config, *, init: ModelFile | None = None)
     torch.manual_seed(t.seed)
     model = make_model(config)
     plan = TilePlan.for_training(model, t.tile)
-    geometry = TileGeometry.for_network(plan.output, plan.input)
     check_slice_side(image.shape, to="train on")
     normalization = init.normalization if init else Normalization.of(image)
     if init:
@@ -82,9 +80,9 @@ def build_setup(image, labels, config: Config, *, init: ModelFile | None = None)
     cache = WeightCache(config.weights)
     weights = {z: cache.get(z, labels[z]) for z in train_slices + val_slices}
     unit_image = normalization.unit(image)
-    length = t.samples_per_epoch or _tiles_to_cover(image.shape[1:], geometry.tile,
+    length = t.samples_per_epoch or _tiles_to_cover(image.shape[1:], plan.output,
                                                     len(train_slices))
-    samples = TrainingSamples(unit_image, labels, weights, train_slices, geometry, normalization,
+    samples = TrainingSamples(unit_image, labels, weights, train_slices, plan, normalization,
                               config.augment, t.seed, length)
     model.to(device)
     if device.type == "cuda":
@@ -181,7 +179,7 @@ def update(setup: Setup, optimizer, batches) -> tuple[float, int]:
             loss = loss_of_batch(setup, batch)
         except torch.cuda.OutOfMemoryError:
             raise TrainingError(
-                f"out of GPU memory at tile {setup.samples.geometry.input} px, batch "
+                f"out of GPU memory at tile {setup.samples.plan.input} px, batch "
                 f"{t.batch_size}: try a smaller tile or batch size"
             ) from None
         if not torch.isfinite(loss):
