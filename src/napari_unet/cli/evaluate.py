@@ -47,7 +47,7 @@ def scores_json(scores: dict) -> str:
 
 def scores_table(scores: dict) -> str:
     """Lay the scores out as text: one score per row, then one row per slice."""
-    from napari_unet.training.train import format_slices
+    from napari_unet.training.progress import format_slices
 
     def cell(item) -> str:
         return f"{item:.4f}" if isinstance(item, float) else str(item)

@@ -129,7 +129,7 @@ def _run(argv: list[str] | None) -> int:
 
 def _describe(err: Exception) -> str:
     """One line for an error that is not the user's mistake."""
-    training_error = getattr(sys.modules.get("napari_unet.training.train"), "TrainingError", ())
+    training_error = getattr(sys.modules.get("napari_unet.training.progress"), "TrainingError", ())
     if isinstance(err, training_error):  # says what to do already
         return str(err)
     if isinstance(err, MemoryError):

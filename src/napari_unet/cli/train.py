@@ -45,7 +45,7 @@ class TrainBar:
 
     def show(self, progress) -> None:
         """Show one `Progress` record: the start line, a validation line, or the bar."""
-        from napari_unet.training.train import Event, describe_start
+        from napari_unet.training.progress import Event, describe_start
 
         if progress.event is Event.START:
             print(describe_start(progress.metrics), flush=True)
@@ -80,7 +80,8 @@ def run_train(args: argparse.Namespace) -> int:
     from napari_unet.config import resolve_preset
     from napari_unet.jobs import drain
     from napari_unet.model.files import load_model
-    from napari_unet.training.train import TrainingError, last_path_for, train
+    from napari_unet.training.progress import TrainingError
+    from napari_unet.training.train import last_path_for, train
 
     output = check_model_output(args)
     resume = last_path_for(output) if args.resume else None
