@@ -5,7 +5,15 @@ import torch
 
 from napari_unet.config import Config
 from napari_unet.errors import InputError
-from napari_unet.model.files import FORMAT, ModelFile, load_model, make_model, save_model
+from napari_unet.model.files import (
+    BUNDLED,
+    FORMAT,
+    ModelFile,
+    check_model_files,
+    load_model,
+    make_model,
+    save_model,
+)
 from napari_unet.model.normalization import Normalization
 
 
@@ -105,3 +113,41 @@ def test_describe_names_network_training_and_threshold():
     model.history += [{"step": 40, "v_rand": 0.8, "threshold": 0.6},
                       {"step": 80, "v_rand": 0.7, "threshold": 0.7}]
     assert model.describe().endswith("; trained 80 steps, best V_rand 0.800; threshold 0.70")
+
+
+@pytest.mark.parametrize("case", ["input", "last is an input", "bundled", "folder", "exists",
+                                  "last exists", "replace"])
+def test_model_files_of_a_run_never_lose_a_file(tmp_path, case):
+    output, last, image = tmp_path / "m.pt", tmp_path / "m.last.pt", tmp_path / "em.tif"
+    image.write_bytes(b"em")
+    if case == "input":
+        output = image
+    elif case == "last is an input":
+        last = image
+    elif case == "bundled":
+        output = BUNDLED["isbi2012"]
+    elif case == "folder":
+        output.mkdir()
+    elif case in ("last exists", "replace"):
+        last.write_bytes(b"an earlier run")
+    elif case == "exists":
+        output.write_bytes(b"an earlier run")
+    message = {
+        "input": f"-o {image} is the image: an input is never replaced, even when overwriting",
+        "last is an input": f"last of -o {image} is the image: an input",
+        "bundled": f"-o {output} is a model installed with napari-unet; choose another name",
+        "folder": f"-o {output} is a folder; name the model file, e.g. {output / 'model.pt'}",
+        "exists": f"{output} exists; use --overwrite",
+        "last exists": f"{last} exists; use --overwrite",
+    }.get(case)
+
+    def check():
+        check_model_files(output, last, {"the image": image}, replace=case == "replace",
+                          names=("-o", "last of -o"), to_replace="use --overwrite")
+
+    if message is None:
+        check()
+        return
+    with pytest.raises(InputError) as error:
+        check()
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)

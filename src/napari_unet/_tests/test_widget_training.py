@@ -104,7 +104,7 @@ def test_existing_output_needs_overwrite(widget, qtbot, tmp_path):
     (tmp_path / "model.pt").write_bytes(b"precious")
     widget.start()
     assert not widget.running
-    assert "exists: tick 'overwrite'" in widget.status.text()
+    assert "exists; tick 'overwrite'" in widget.status.text()
     assert (tmp_path / "model.pt").read_bytes() == b"precious"
 
 
@@ -169,7 +169,7 @@ def test_an_earlier_runs_last_model_needs_overwrite_or_resume(widget, tmp_path):
     last.write_bytes(b"earlier run")
     widget.start()
     assert not widget.running
-    assert widget.status.text() == (f"error: {last} exists: tick 'overwrite', choose another "
+    assert widget.status.text() == (f"error: {last} exists; tick 'overwrite', choose another "
                                     "file, or resume it")
     assert last.read_bytes() == b"earlier run" and not (tmp_path / "model.pt").exists()
     widget.form.start_from.value = "resume"

@@ -1,7 +1,8 @@
 """The Training widget's form: layers, settings that matter, model files; builds a `Config`.
 
-`config_from_form`, `first_validation_slice` and `check_model_output` are pure
-(no Qt) and could live in the core.
+`config_from_form` and `first_validation_slice` are pure (no Qt) and could live in
+the core; `check_model_output` words the core's rules for model files
+(`napari_unet.model.files.check_model_files`) in the form's terms.
 """
 
 import dataclasses
@@ -27,8 +28,7 @@ from napari_unet.config import (
 from napari_unet.devices import available_devices, pick_device
 from napari_unet.errors import InputError
 from napari_unet.io.labels import label_convention
-from napari_unet.io.stacks import check_not_inputs
-from napari_unet.model.files import BUNDLED, is_bundled
+from napari_unet.model.files import BUNDLED, check_model_files
 from napari_unet.training.samples import split_slices
 from napari_unet.training.train import last_path_for
 
@@ -109,9 +109,10 @@ def first_validation_slice(labels: np.ndarray, val_slices: tuple[int, ...] | Non
 def check_model_output(output: Path, inputs: Mapping[str, Path], *, replace: bool) -> None:
     """Refuse a "save model to" path that would lose a file: the rules of ``train -o``.
 
-    The model and its last model (`napari_unet.training.train.last_path_for`) may be
-    neither one of ``inputs`` nor a bundled model, whatever ``replace`` says; an
-    existing one (an earlier run's) is replaced only with ``replace``.
+    `napari_unet.model.files.check_model_files`, with messages that name the form's
+    fields: the model and its last model (`napari_unet.training.train.last_path_for`)
+    may be neither one of ``inputs`` nor a bundled model, whatever ``replace`` says;
+    an existing one (an earlier run's) is replaced only with ``replace``.
 
     Parameters
     ----------
@@ -127,17 +128,9 @@ def check_model_output(output: Path, inputs: Mapping[str, Path], *, replace: boo
     InputError
         In one line, naming the file.
     """
-    last = last_path_for(output)
-    check_not_inputs({"save model to:": output, "save model to: its last model": last}, inputs)
-    if is_bundled(output) or is_bundled(last):
-        raise InputError(f"save model to: {output} is a model installed with napari-unet; "
-                         "choose another name")
-    if output.is_dir():
-        raise InputError(f"save model to: {output} is a folder; name a file (model.pt)")
-    existing = [path for path in (output, last) if path.exists()]
-    if existing and not replace:
-        raise InputError(f"{existing[0]} exists: tick 'overwrite', choose another file, or "
-                         "resume it")
+    check_model_files(output, last_path_for(output), inputs, replace=replace,
+                      names=("save model to:", "save model to: its last model"),
+                      to_replace="tick 'overwrite', choose another file, or resume it")
 
 
 def device_choices() -> list[tuple[str, str]]:

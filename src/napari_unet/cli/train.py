@@ -122,39 +122,31 @@ def run_train(args: argparse.Namespace) -> int:
 def check_model_output(args: argparse.Namespace) -> Path:
     """Check ``train -o`` before any work: never an input, never another run's files.
 
-    The model and its ``.last`` sibling may be neither the images, the labels,
-    the ``--init`` model nor the ``--config`` file, even with ``--overwrite``;
-    an existing one needs ``--resume`` (which continues the ``.last`` file, by
-    design) or ``--overwrite``.
+    The rules of `napari_unet.model.files.check_model_files`: the model and its
+    ``.last`` sibling may be neither the images, the labels, the ``--init`` model
+    nor the ``--config`` file, even with ``--overwrite``; an existing one needs
+    ``--resume`` (which continues the ``.last`` file, by design) or ``--overwrite``.
+    The folder must exist.
 
     Returns
     -------
     output : Path
     """
-    from napari_unet.io.stacks import check_not_inputs
-    from napari_unet.model.files import is_bundled, model_path
+    from napari_unet.model.files import check_model_files, model_path
     from napari_unet.training.train import last_path_for
 
     output = Path(args.output)
-    last = last_path_for(output)
     inputs = {"the image file": Path(args.images), "the label file": Path(args.labels)}
     if args.init:
         inputs["the --init model"] = model_path(args.init)
     if args.config:
         inputs["the --config file"] = Path(args.config)
-    check_not_inputs({"-o": output, "the last model of -o,": last}, inputs)
-    if is_bundled(output) or is_bundled(last):
-        raise InputError(f"-o {output} is a model installed with napari-unet; choose another "
-                         "name")
-    if output.is_dir():
-        raise InputError(f"-o {output} is a folder; name the model file, e.g. "
-                         f"{output / 'model.pt'}")
+    check_model_files(output, last_path_for(output), inputs,
+                      replace=args.resume or args.overwrite,
+                      names=("-o", "the last model of -o,"),
+                      to_replace="use --resume to continue it or --overwrite to replace it")
     if not output.parent.is_dir():
         raise InputError(f"{output.parent}: no such folder")
-    existing = [path for path in (output, last) if path.exists()]
-    if existing and not (args.resume or args.overwrite):
-        raise InputError(f"{existing[0]} exists; use --resume to continue it or --overwrite to "
-                         "replace it")
     return output
 
 

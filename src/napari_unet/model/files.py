@@ -10,6 +10,7 @@ import dataclasses
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 
 from napari_unet.config import Config
 from napari_unet.errors import InputError
-from napari_unet.io.stacks import atomic_write
+from napari_unet.io.stacks import atomic_write, check_not_inputs
 from napari_unet.model.normalization import Normalization
 from napari_unet.model.unet import UNet
 
@@ -40,6 +41,55 @@ def model_path(model: str | os.PathLike) -> Path:
     if isinstance(model, str) and model in BUNDLED:
         return BUNDLED[model]
     return Path(model)
+
+
+def check_model_files(
+    output: Path,
+    last: Path,
+    inputs: Mapping[str, os.PathLike],
+    *,
+    replace: bool,
+    names: tuple[str, str],
+    to_replace: str,
+) -> None:
+    """Refuse model files for a training run that would lose a file, before any work.
+
+    The best model ``output`` and the run's last model ``last`` may be neither one
+    of ``inputs`` nor a bundled model, whatever ``replace`` says, and ``output`` is
+    not a folder; an existing one (an earlier run's) is replaced only with
+    ``replace``. The command line's ``train -o`` and the Training widget's "save
+    model to" both check these rules, naming the files their own way.
+
+    Parameters
+    ----------
+    output, last : Path
+        The best model's file and its last model's
+        (`napari_unet.training.train.last_path_for`).
+    inputs : mapping of str to path
+        The files the run reads, by how the messages name them.
+    replace : bool
+        Whether existing model files may be replaced (overwriting allowed, or resuming).
+    names : (str, str)
+        How the messages name ``output`` and ``last`` (``'-o'``, ``'the last model of -o,'``).
+    to_replace : str
+        What the message on an existing file says to do (``'use --overwrite to replace it'``).
+
+    Raises
+    ------
+    InputError
+        In one line, naming the file.
+    """
+    name, last_name = names
+    check_not_inputs({name: output, last_name: last}, inputs)
+    if is_bundled(output) or is_bundled(last):
+        raise InputError(f"{name} {output} is a model installed with napari-unet; choose another "
+                         "name")
+    if output.is_dir():
+        raise InputError(f"{name} {output} is a folder; name the model file, e.g. "
+                         f"{output / 'model.pt'}")
+    existing = [path for path in (output, last) if path.exists()]
+    if existing and not replace:
+        raise InputError(f"{existing[0]} exists; {to_replace}")
 
 
 @dataclass
