@@ -16,6 +16,18 @@ def isbi_small():
 
 
 @pytest.fixture
+def tiffs(isbi_small, tmp_path):
+    """tmp_path with the `isbi_small` crops as TIFF: img.tif and isbi.tif (0/255 labels)."""
+    import tifffile
+
+    image, labels = isbi_small
+    tifffile.imwrite(tmp_path / "img.tif", image, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "isbi.tif", np.where(labels == 1, 0, 255).astype(np.uint8),
+                     photometric="minisblack")
+    return tmp_path
+
+
+@pytest.fixture
 def tiny_config():
     """A tiny network and short epochs: a run takes about a second on a CPU."""
     return Config().replace(

@@ -2,10 +2,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 
 import napari_unet
 from napari_unet.cli.main import main
+from napari_unet.io.stacks import write_mask
 
 
 def test_version(capsys):
@@ -56,3 +59,32 @@ def test_demo_without_napari_says_what_to_install(capsys, monkeypatch):
     assert main(["demo"]) == 2
     err = capsys.readouterr().err
     assert "the demo needs napari: install the GUI extra" in err and len(err.splitlines()) == 1
+
+
+def test_a_closed_pipe_ends_quietly(tiffs):
+    labels = tifffile.imread(tiffs / "isbi.tif")
+    write_mask(tiffs / "mask.tif", np.where(labels == 0, 1, 2))
+    script = Path(sys.executable).parent / "napari-unet"
+    process = subprocess.Popen([str(script), "evaluate", tiffs / "mask.tif", tiffs / "isbi.tif",
+                                "--per-slice"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # like `| head` ending before the scores are printed
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err and err == ""
+
+
+def test_unexpected_errors_print_one_line(tiffs, capsys, monkeypatch):
+    import napari_unet.evaluation.scores
+
+    def broken(*_, **__):
+        raise RuntimeError("something\nbroke")
+
+    monkeypatch.setattr(napari_unet.evaluation.scores, "evaluate", broken)
+    code = main(["evaluate", str(tiffs / "isbi.tif"), str(tiffs / "isbi.tif")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.strip().splitlines() == [
+        "napari-unet evaluate: error: RuntimeError: something broke (set NAPARI_UNET_DEBUG=1 "
+        "to see where)"]
+    monkeypatch.setenv("NAPARI_UNET_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["evaluate", str(tiffs / "isbi.tif"), str(tiffs / "isbi.tif")])

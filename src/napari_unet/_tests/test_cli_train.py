@@ -18,51 +18,42 @@ TINY_NET = ["--depth", "3", "--base-channels", "4", "--tile", "64", "--batch-siz
 TINY = [*TINY_NET, "--samples-per-epoch", "4", "--val-slices", "3"]
 
 
-@pytest.fixture
-def files(isbi_small, tmp_path):
-    image, labels = isbi_small
-    tifffile.imwrite(tmp_path / "img.tif", image, photometric="minisblack")
-    tifffile.imwrite(tmp_path / "isbi.tif", np.where(labels == 1, 0, 255).astype(np.uint8),
-                     photometric="minisblack")
-    return tmp_path
-
-
 def run(argv, capsys):
     code = main([str(a) for a in argv])
     out = capsys.readouterr()
     return code, out.out, out.err
 
 
-def test_train_evaluate_and_resume(files, capsys):
-    model = files / "m.pt"
-    code, out, err = run(["train", files / "img.tif", files / "isbi.tif", "-o", model,
+def test_train_evaluate_and_resume(tiffs, capsys):
+    model = tiffs / "m.pt"
+    code, out, err = run(["train", tiffs / "img.tif", tiffs / "isbi.tif", "-o", model,
                           "--epochs", "1", *TINY], capsys)
     assert code == 0, err
     assert "epoch 1: train_loss" in out and "best model" in out
     assert load_model(model).config.model.depth == 3
-    code, out, err = run(["train", files / "img.tif", files / "isbi.tif", "-o", model,
+    code, out, err = run(["train", tiffs / "img.tif", tiffs / "isbi.tif", "-o", model,
                           "--epochs", "2", "--resume"], capsys)
     assert code == 0, err
-    assert load_model(files / "m.last.pt").training_state["epoch"] == 2
-    labels = tifffile.imread(files / "isbi.tif")
-    write_mask(files / "mask.tif", np.where(labels == 0, 1, 2))
-    code, out, _ = run(["evaluate", files / "mask.tif", files / "isbi.tif"], capsys)
+    assert load_model(tiffs / "m.last.pt").training_state["epoch"] == 2
+    labels = tifffile.imread(tiffs / "isbi.tif")
+    write_mask(tiffs / "mask.tif", np.where(labels == 0, 1, 2))
+    code, out, _ = run(["evaluate", tiffs / "mask.tif", tiffs / "isbi.tif"], capsys)
     scores = json.loads(out)
     assert code == 0 and scores["pixel_error"] == 0 and scores["v_rand"] == 1
 
 
-def test_config_file_and_flags(files, capsys, tmp_path):
+def test_config_file_and_flags(tiffs, capsys, tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"train": {"epochs": 1, "lr": 0.5}}))
-    code, _, err = run(["train", files / "img.tif", files / "isbi.tif", "-o",
-                        files / "m.pt", "--config", tmp_path / "c.json", "--lr", "0.001", *TINY],
+    code, _, err = run(["train", tiffs / "img.tif", tiffs / "isbi.tif", "-o",
+                        tiffs / "m.pt", "--config", tmp_path / "c.json", "--lr", "0.001", *TINY],
                        capsys)
     assert code == 0, err
-    config = load_model(files / "m.pt").config
+    config = load_model(tiffs / "m.pt").config
     assert config.train.lr == 0.001 and config.train.epochs == 1
 
 
-def test_lr_find(files, capsys):
-    code, out, _ = run(["lr-find", files / "img.tif", files / "isbi.tif", "--steps", "8",
+def test_lr_find(tiffs, capsys):
+    code, out, _ = run(["lr-find", tiffs / "img.tif", tiffs / "isbi.tif", "--steps", "8",
                         "--json", *TINY_NET], capsys)
     curve = json.loads(out)
     assert code == 0 and len(curve["lr"]) == len(curve["loss"]) <= 8
@@ -81,52 +72,52 @@ def test_lr_find(files, capsys):
         ("config", "unknown train setting"),
     ],
 )
-def test_user_mistakes_exit_2(files, capsys, case, message):
-    image, labels, extra = files / "img.tif", files / "isbi.tif", []
+def test_user_mistakes_exit_2(tiffs, capsys, case, message):
+    image, labels, extra = tiffs / "img.tif", tiffs / "isbi.tif", []
     if case == "missing":
-        image = files / "nope.tif"
+        image = tiffs / "nope.tif"
     elif case == "shape":
-        tifffile.imwrite(files / "l2.tif", np.zeros((2, 128, 128), np.uint8))
-        labels = files / "l2.tif"
+        tifffile.imwrite(tiffs / "l2.tif", np.zeros((2, 128, 128), np.uint8))
+        labels = tiffs / "l2.tif"
     elif case == "values":
-        tifffile.imwrite(files / "l3.tif", np.full((4, 128, 128), 7, np.uint8),
+        tifffile.imwrite(tiffs / "l3.tif", np.full((4, 128, 128), 7, np.uint8),
                          photometric="minisblack")
-        labels = files / "l3.tif"
+        labels = tiffs / "l3.tif"
     elif case == "small":
-        tifffile.imwrite(files / "i4.tif", np.zeros((4, 4), np.uint8))
-        tifffile.imwrite(files / "l4.tif", np.full((4, 4), 2, np.uint8))
-        image, labels = files / "i4.tif", files / "l4.tif"
+        tifffile.imwrite(tiffs / "i4.tif", np.zeros((4, 4), np.uint8))
+        tifffile.imwrite(tiffs / "l4.tif", np.full((4, 4), 2, np.uint8))
+        image, labels = tiffs / "i4.tif", tiffs / "l4.tif"
     elif case == "tile":
         extra = ["--tile", "0"]
     elif case == "device":
         extra = ["--device", "tpu"]
     elif case == "exists":
-        (files / "m.pt").write_bytes(b"precious")
+        (tiffs / "m.pt").write_bytes(b"precious")
     elif case == "config":
-        (files / "bad.json").write_text('{"train": {"epoch": 1}}')
-        extra = ["--config", files / "bad.json"]
-    code, _, err = run(["train", image, labels, "-o", files / "m.pt", *TINY, *extra], capsys)
+        (tiffs / "bad.json").write_text('{"train": {"epoch": 1}}')
+        extra = ["--config", tiffs / "bad.json"]
+    code, _, err = run(["train", image, labels, "-o", tiffs / "m.pt", *TINY, *extra], capsys)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
     if case == "exists":
-        assert (files / "m.pt").read_bytes() == b"precious"
+        assert (tiffs / "m.pt").read_bytes() == b"precious"
 
 
-def test_cuda_on_a_machine_without_it(files, capsys):
+def test_cuda_on_a_machine_without_it(tiffs, capsys):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    code, _, err = run(["train", files / "img.tif", files / "isbi.tif", "-o", files / "m.pt",
+    code, _, err = run(["train", tiffs / "img.tif", tiffs / "isbi.tif", "-o", tiffs / "m.pt",
                         *TINY, "--device", "cuda"], capsys)
     assert code == 2 and "sees no CUDA GPU" in err
 
 
-def test_ctrl_c_saves_the_last_model(files):
+def test_ctrl_c_saves_the_last_model(tiffs):
     script = Path(sys.executable).parent / "napari-unet"
     process = subprocess.Popen(
-        [str(script), "train", files / "img.tif", files / "isbi.tif", "-o", files / "m.pt",
+        [str(script), "train", tiffs / "img.tif", tiffs / "isbi.tif", "-o", tiffs / "m.pt",
          "--epochs", "1000", *TINY], stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     seen = ""
@@ -137,47 +128,47 @@ def test_ctrl_c_saves_the_last_model(files):
     process.send_signal(signal.SIGINT)
     _, rest = process.communicate(timeout=120)
     assert process.returncode == 130, rest
-    last = load_model(files / "m.last.pt")
+    last = load_model(tiffs / "m.last.pt")
     assert last.training_state["step"] >= 1
 
 
-def test_presets_flags_and_config_file(files, capsys, tmp_path):
-    base = ["train", files / "img.tif", files / "isbi.tif", "--epochs", "1", *TINY]
-    code, out, err = run([*base, "-o", files / "auto.pt"], capsys)
+def test_presets_flags_and_config_file(tiffs, capsys, tmp_path):
+    base = ["train", tiffs / "img.tif", tiffs / "isbi.tif", "--epochs", "1", *TINY]
+    code, out, err = run([*base, "-o", tiffs / "auto.pt"], capsys)
     assert code == 0, err
     assert out.startswith("preset cpu: depth 3, width 4, same padding, batch norm")
     assert "; membranes x2; threshold 0.6, gaps closed at 0.2;" in out.splitlines()[0]
-    cpu = load_model(files / "auto.pt").config
+    cpu = load_model(tiffs / "auto.pt").config
     assert (cpu.model.padding, cpu.model.batch_norm, cpu.train.optimizer) == ("same", True,
                                                                               "adam")
     assert cpu.model.depth == 3 and cpu.train.tile == 64  # flags win over the preset
     (tmp_path / "c.yaml").write_text("train: {optimizer: adam}\n")
-    code, out, err = run([*base, "-o", files / "paper.pt", "--preset", "paper", "--config",
+    code, out, err = run([*base, "-o", tiffs / "paper.pt", "--preset", "paper", "--config",
                           tmp_path / "c.yaml"], capsys)
     assert code == 0, err
-    paper = load_model(files / "paper.pt").config
+    paper = load_model(tiffs / "paper.pt").config
     assert out.startswith("preset paper:")
     assert (paper.model.padding, paper.model.batch_norm, paper.train.momentum,
             paper.weights.w0) == ("valid", False, 0.99, 10.0)
     assert paper.train.optimizer == "adam"  # the config file wins over the preset
     assert "w0 10, sigma 5, class balance; threshold auto;" in out.splitlines()[0]
-    code, out, err = run([*base, "-o", files / "flags.pt", "--threshold", "auto", "--w0", "10",
+    code, out, err = run([*base, "-o", tiffs / "flags.pt", "--threshold", "auto", "--w0", "10",
                           "--balance", "on", "--membrane-weight", "1", "--close-gaps", "off"],
                          capsys)
     assert code == 0, err
-    flags = load_model(files / "flags.pt").config
+    flags = load_model(tiffs / "flags.pt").config
     assert flags.train.threshold is None and flags.weights.balance and flags.weights.w0 == 10
     assert flags.train.close_gaps is None and "threshold auto; augmentation" in out
     with pytest.raises(SystemExit) as exit_:
-        run([*base, "-o", files / "x.pt", "--threshold", "half"], capsys)
+        run([*base, "-o", tiffs / "x.pt", "--threshold", "half"], capsys)
     assert exit_.value.code == 2 and "'auto', not 'half'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
-        run([*base, "-o", files / "x.pt", "--preset", "gpu"], capsys)
+        run([*base, "-o", tiffs / "x.pt", "--preset", "gpu"], capsys)
     assert exit_.value.code == 2 and "invalid choice: 'gpu'" in capsys.readouterr().err
 
 
-def test_train_says_what_it_trains_on_and_counts_the_time_budget(files, capsys):
-    code, out, err = run(["train", files / "img.tif", files / "isbi.tif", "-o", files / "m.pt",
+def test_train_says_what_it_trains_on_and_counts_the_time_budget(tiffs, capsys):
+    code, out, err = run(["train", tiffs / "img.tif", tiffs / "isbi.tif", "-o", tiffs / "m.pt",
                           "--epochs", "1000", "--patience", "100000", "--minutes", "0.05",
                           *TINY], capsys)
     assert code == 0, err
@@ -194,50 +185,50 @@ def test_train_says_what_it_trains_on_and_counts_the_time_budget(files, capsys):
 
 @pytest.mark.parametrize("case", ["images", "labels", "init", "config", "link", "hardlink",
                                   "last"])
-def test_train_never_writes_over_an_input(files, capsys, model_path, case):
-    image, labels, extra = files / "img.tif", files / "isbi.tif", []
-    output = {"images": image, "labels": labels, "link": files / "link.tif",
-              "hardlink": files / "hard.tif"}.get(case)
+def test_train_never_writes_over_an_input(tiffs, capsys, model_path, case):
+    image, labels, extra = tiffs / "img.tif", tiffs / "isbi.tif", []
+    output = {"images": image, "labels": labels, "link": tiffs / "link.tif",
+              "hardlink": tiffs / "hard.tif"}.get(case)
     if case == "init":
         extra, output = ["--init", model_path], model_path
     elif case == "last":  # -o x.pt would write its last model over x.last.pt, the init model
-        last = files / "x.last.pt"
+        last = tiffs / "x.last.pt"
         last.write_bytes(model_path.read_bytes())
-        extra, output = ["--init", last], files / "x.pt"
+        extra, output = ["--init", last], tiffs / "x.pt"
     elif case == "config":
-        output = files / "c.json"
+        output = tiffs / "c.json"
         output.write_text('{"train": {"epochs": 1}}')
         extra = ["--config", output]
     elif case == "link":
         output.symlink_to(image)
     elif case == "hardlink":
         os.link(image, output)
-    before = {p.name: p.read_bytes() for p in files.iterdir() if p.is_file()}
+    before = {p.name: p.read_bytes() for p in tiffs.iterdir() if p.is_file()}
     code, _, err = run(["train", image, labels, "-o", output, "--overwrite", *extra, *TINY],
                        capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "an input is never replaced, even when overwriting is allowed" in err
-    assert {p.name: p.read_bytes() for p in files.iterdir() if p.is_file()} == before
+    assert {p.name: p.read_bytes() for p in tiffs.iterdir() if p.is_file()} == before
 
 
-def test_train_keeps_an_earlier_runs_last_model(files, capsys):
-    last = files / "m.last.pt"
+def test_train_keeps_an_earlier_runs_last_model(tiffs, capsys):
+    last = tiffs / "m.last.pt"
     last.write_bytes(b"an earlier run")
-    code, _, err = run(["train", files / "img.tif", files / "isbi.tif", "-o", files / "m.pt",
+    code, _, err = run(["train", tiffs / "img.tif", tiffs / "isbi.tif", "-o", tiffs / "m.pt",
                         *TINY], capsys)
     assert code == 2 and f"{last} exists; use --resume" in err
-    assert last.read_bytes() == b"an earlier run" and not (files / "m.pt").exists()
+    assert last.read_bytes() == b"an earlier run" and not (tiffs / "m.pt").exists()
 
 
-def test_tile_is_rounded_with_a_notice(files, capsys):
-    code, _, err = run(["train", files / "img.tif", files / "isbi.tif", "-o", files / "m.pt",
+def test_tile_is_rounded_with_a_notice(tiffs, capsys):
+    code, _, err = run(["train", tiffs / "img.tif", tiffs / "isbi.tif", "-o", tiffs / "m.pt",
                         "--epochs", "1", *TINY, "--tile", "7"], capsys)
     assert code == 0, err
     # depth 3, same padding: output tiles are multiples of 4
     assert "note: tile 7 rounded to 8, a tile side that a depth-3 U-Net with same padding " \
            "can use" in err
-    assert load_model(files / "m.pt").config.train.tile == 8
-    code, _, err = run(["lr-find", files / "img.tif", files / "isbi.tif", "--steps", "2",
+    assert load_model(tiffs / "m.pt").config.train.tile == 8
+    code, _, err = run(["lr-find", tiffs / "img.tif", tiffs / "isbi.tif", "--steps", "2",
                         *TINY_NET, "--tile", "8"], capsys)
     assert code == 0 and "note:" not in err
 
@@ -270,64 +261,3 @@ def test_lr_find_help_lists_only_its_own_flags(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "--epochs" in capsys.readouterr().out
-
-
-def test_evaluate_prints_compact_json_or_a_table(files, capsys):
-    labels = tifffile.imread(files / "isbi.tif")
-    write_mask(files / "mask.tif", np.where(labels == 0, 1, 2))
-    code, out, _ = run(["evaluate", files / "mask.tif", files / "isbi.tif", "--per-slice"],
-                       capsys)
-    scores = json.loads(out)
-    assert code == 0 and scores["slices"] == [0, 1, 2, 3]
-    assert '  "slices": [0, 1, 2, 3],' in out.splitlines()
-    assert len(out.splitlines()) == len(scores) + 2 + len(scores["per_slice"]) + 1
-    code, out, _ = run(["evaluate", files / "mask.tif", files / "isbi.tif", "--per-slice",
-                        "--format", "table"], capsys)
-    lines = out.splitlines()
-    assert code == 0 and lines[0].split() == ["pixel_error", "0.0000"]
-    assert ["slices", "0-3"] in [line.split() for line in lines]
-    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["slice",
-                                                                           "pixel_error"])
-    assert [line.split()[:3] for line in lines[header + 1:]] == [
-        [str(z), "0.0000", "1.0000"] for z in range(4)]
-
-
-def test_a_closed_pipe_ends_quietly(files):
-    labels = tifffile.imread(files / "isbi.tif")
-    write_mask(files / "mask.tif", np.where(labels == 0, 1, 2))
-    script = Path(sys.executable).parent / "napari-unet"
-    process = subprocess.Popen([str(script), "evaluate", files / "mask.tif", files / "isbi.tif",
-                                "--per-slice"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    process.stdout.close()  # like `| head` ending before the scores are printed
-    err = process.stderr.read().decode()
-    assert process.wait(timeout=120) == 141
-    assert "Traceback" not in err and "BrokenPipe" not in err and err == ""
-
-
-def test_unexpected_errors_print_one_line(files, capsys, monkeypatch):
-    import napari_unet.evaluation.scores
-
-    def broken(*_, **__):
-        raise RuntimeError("something\nbroke")
-
-    monkeypatch.setattr(napari_unet.evaluation.scores, "evaluate", broken)
-    code, _, err = run(["evaluate", files / "isbi.tif", files / "isbi.tif"], capsys)
-    assert code == 1 and err.strip().splitlines() == [
-        "napari-unet evaluate: error: RuntimeError: something broke (set NAPARI_UNET_DEBUG=1 "
-        "to see where)"]
-    monkeypatch.setenv("NAPARI_UNET_DEBUG", "1")
-    with pytest.raises(RuntimeError):
-        main(["evaluate", str(files / "isbi.tif"), str(files / "isbi.tif")])
-
-
-def test_evaluate_probabilities_adds_the_challenges_maximum(files, capsys, isbi_small):
-    _, labels = isbi_small
-    # P(membrane) that is right above 0.6 only: the best threshold is 0.6 or above
-    probs = np.where(labels == 1, 0.8, 0.55).astype(np.float32)
-    tifffile.imwrite(files / "p.tif", probs, photometric="minisblack")
-    code, out, _ = run(["evaluate", files / "p.tif", files / "isbi.tif"], capsys)
-    scores = json.loads(out)
-    assert code == 0 and scores["pixel_error"] > 0.5  # at the default 0.5 all is membrane
-    assert scores["v_rand_max"] == 1.0 and 0.6 <= scores["v_rand_threshold"] < 0.8
-    code, out, _ = run(["evaluate", files / "isbi.tif", files / "isbi.tif"], capsys)
-    assert code == 0 and "v_rand_max" not in json.loads(out)  # labels: no threshold to sweep
