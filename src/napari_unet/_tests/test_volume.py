@@ -250,14 +250,14 @@ def test_distributed_equals_local(tiny, stack, tmp_path):
     with (distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                    dashboard_address=None, silence_logs=logging.ERROR) as cluster,
           distributed.Client(cluster) as client):
-        before = blocks._network.cache_info().misses
+        before = blocks.cached_network.cache_info().misses
         with distributed.get_task_stream(client) as stream:
             remote = run(tiny[0], tmp_path / "in.tif", tmp_path / "remote.zarr", client=client,
                          **options)
     ran = [t for t in stream.data if "predict_block" in str(t["key"])]
     assert len(ran) == 8  # every block ran on a worker
     np.testing.assert_array_equal(remote[:], local)
-    assert blocks._network.cache_info().misses == before  # the model was loaded once
+    assert blocks.cached_network.cache_info().misses == before  # the model was loaded once
 
 
 def test_block_task_survives_pickling(tiny, stack, tmp_path):

@@ -199,7 +199,7 @@ def test_distances_are_exact_within_the_cutoff(seed):
     cells, _ = weights._label_cells(interior)
     pixels = np.flatnonzero(~interior)
     cutoff = 9.5
-    sq1, sq2 = nearest_cells._two_nearest_cells(cells, pixels, cutoff=cutoff)
+    sq1, sq2 = nearest_cells.two_nearest_cells(cells, pixels, cutoff=cutoff)
     d1, d2 = d1.ravel()[pixels], d2.ravel()[pixels]
     inside = d1 + d2 < cutoff
     np.testing.assert_array_equal(sq1[inside], np.round(d1[inside] ** 2))
@@ -236,7 +236,7 @@ def test_distances_are_exact_everywhere_without_a_cutoff():
     d1, d2, _ = naive_distances(interior)
     cells, _ = weights._label_cells(interior)
     pixels = np.flatnonzero(~interior)
-    sq1, sq2 = nearest_cells._two_nearest_cells(cells, pixels, cutoff=1e9)
+    sq1, sq2 = nearest_cells.two_nearest_cells(cells, pixels, cutoff=1e9)
     np.testing.assert_array_equal(sq1, np.round(d1.ravel()[pixels] ** 2))
     np.testing.assert_array_equal(sq2, np.round(d2.ravel()[pixels] ** 2))
 

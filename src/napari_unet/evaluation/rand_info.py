@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from napari_unet.errors import InputError
-from napari_unet.evaluation.segments import _check_same_shape
+from napari_unet.evaluation.segments import check_same_shape
 
 
 class Scores(NamedTuple):
@@ -79,7 +79,7 @@ def rand_scores(pred_segments: np.ndarray, true_segments: np.ndarray) -> Scores:
         When the shapes differ, labels are not non-negative integers, or the
         ground truth has no segment pixel.
     """
-    return _rand(_Table.of(*_restrict(pred_segments, true_segments)))
+    return rand_of_table(ContingencyTable.of(*_restrict(pred_segments, true_segments)))
 
 
 def info_scores(pred_segments: np.ndarray, true_segments: np.ndarray) -> Scores:
@@ -107,10 +107,10 @@ def info_scores(pred_segments: np.ndarray, true_segments: np.ndarray) -> Scores:
         When the shapes differ, labels are not non-negative integers, or the
         ground truth has no segment pixel.
     """
-    return _info(_Table.of(*_restrict(pred_segments, true_segments)))
+    return info_of_table(ContingencyTable.of(*_restrict(pred_segments, true_segments)))
 
 
-class _Table(NamedTuple):
+class ContingencyTable(NamedTuple):
     """Pixel counts of the foreground-restricted contingency table (integers)."""
 
     joint: np.ndarray  # nonzero n_ij over proposal segments i > 0 and true segments j
@@ -120,7 +120,7 @@ class _Table(NamedTuple):
     n: int  # foreground pixels
 
     @staticmethod
-    def of(pred: np.ndarray, true: np.ndarray) -> "_Table":
+    def of(pred: np.ndarray, true: np.ndarray) -> "ContingencyTable":
         """Count the table of 1-D non-negative int64 labels, `true` all > 0."""
         on_segment = pred > 0
         singles = int(pred.size - np.count_nonzero(on_segment))
@@ -132,7 +132,7 @@ class _Table(NamedTuple):
             joint = np.bincount(keys)
         else:
             joint = np.unique(keys, return_counts=True)[1]
-        return _Table(
+        return ContingencyTable(
             joint=_nonzero(joint), pred=_nonzero(np.bincount(pred)),
             true=_nonzero(np.bincount(true)), singles=singles, n=int(true.size),
         )
@@ -142,14 +142,15 @@ def _restrict(pred_segments: np.ndarray, true_segments: np.ndarray) -> tuple[np.
     """Return the labels of both over the true foreground, as 1-D int64."""
     pred = _as_labels(pred_segments, "pred_segments")
     true = _as_labels(true_segments, "true_segments")
-    _check_same_shape(pred, true, "pred_segments", "true_segments")
+    check_same_shape(pred, true, "pred_segments", "true_segments")
     foreground = true != 0
     if not foreground.any():
         raise InputError("true_segments has no segment pixel (all 0); nothing to score")
     return pred[foreground].astype(np.int64), true[foreground].astype(np.int64)
 
 
-def _rand(table: _Table) -> Scores:
+def rand_of_table(table: ContingencyTable) -> Scores:
+    """Return the Rand F-score of a table, with its merge (precision) and split (recall)."""
     # Pair counts (n^2 times the sums of squared probabilities), exact in int64.
     # Each one-pixel segment adds 1 to the agreeing and to the proposal's pairs.
     agree = int(table.joint @ table.joint) + table.singles
@@ -160,7 +161,8 @@ def _rand(table: _Table) -> Scores:
     return Scores(score=_harmonic(merge, split), merge=merge, split=split)
 
 
-def _info(table: _Table) -> Scores:
+def info_of_table(table: ContingencyTable) -> Scores:
+    """Return the information-theoretic F-score of a table, with its merge and split terms."""
     # H = log n - sum c log c / n over the counts c; one-pixel segments add 0.
     n = table.n
     h_pred = _entropy(table.pred, n)

@@ -66,12 +66,12 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_unet.errors import InputError
-from napari_unet.evaluation.rand_info import _info, _rand, _Table
+from napari_unet.evaluation.rand_info import ContingencyTable, info_of_table, rand_of_table
 from napari_unet.evaluation.segments import (
-    _FOUR,
-    _as_binary,
-    _check_same_shape,
-    _flood_membrane,
+    FOUR_NEIGHBOURS,
+    as_binary,
+    check_same_shape,
+    flood_membrane,
 )
 from napari_unet.io.labels import (
     INTERIOR,
@@ -125,14 +125,14 @@ def pixel_error(
     InputError
         When the shapes differ, an input is not binary, or no pixel is counted.
     """
-    pred = _as_binary(pred_membrane, "pred_membrane")
-    true = _as_binary(true_membrane, "true_membrane")
-    _check_same_shape(pred, true, "pred_membrane", "true_membrane")
+    pred = as_binary(pred_membrane, "pred_membrane")
+    true = as_binary(true_membrane, "true_membrane")
+    check_same_shape(pred, true, "pred_membrane", "true_membrane")
     if mask is None:
         mask = np.ones(true.shape, dtype=bool)
     else:
-        mask = _as_binary(mask, "mask")
-        _check_same_shape(mask, true, "mask", "true_membrane")
+        mask = as_binary(mask, "mask")
+        check_same_shape(mask, true, "mask", "true_membrane")
     counted = np.count_nonzero(mask)
     if counted == 0:
         raise InputError("pixel error needs at least one pixel to count; the mask is empty")
@@ -270,7 +270,7 @@ def _prepare(
 def _prepare_truth(truth: np.ndarray) -> _Truth:
     annotated = truth != UNLABELLED
     # The challenge does not thin the ground truth: its membrane is background.
-    segments = ndi.label(truth == INTERIOR, _FOUR)[0].ravel()
+    segments = ndi.label(truth == INTERIOR, FOUR_NEIGHBOURS)[0].ravel()
     foreground = np.flatnonzero(segments)
     return _Truth(annotated, truth == MEMBRANE, foreground, segments[foreground].astype(np.int64))
 
@@ -288,9 +288,9 @@ def _score_slice(membrane: np.ndarray, truth: _Truth) -> dict[str, float | None]
     }
     if not truth.foreground.size:
         return {**scores, **dict.fromkeys(_SEGMENT_KEYS)}
-    proposal = _flood_membrane(membrane).ravel()[truth.foreground]
-    table = _Table.of(proposal.astype(np.int64), truth.segments)
-    rand, info = _rand(table), _info(table)
+    proposal = flood_membrane(membrane).ravel()[truth.foreground]
+    table = ContingencyTable.of(proposal.astype(np.int64), truth.segments)
+    rand, info = rand_of_table(table), info_of_table(table)
     return {
         **scores,
         "v_rand": rand.score, "v_rand_split": rand.split, "v_rand_merge": rand.merge,

@@ -33,9 +33,9 @@ from napari_unet.io.labels import label_values
 
 # 4-connectivity: the challenge labels both the ground truth's and the
 # proposal's cells with it, and floods the proposal's membrane with it.
-_FOUR = ndi.generate_binary_structure(2, 1)
+FOUR_NEIGHBOURS = ndi.generate_binary_structure(2, 1)
 
-# States of a pixel of `_flood_membrane`'s label map; basins are 1, 2, ...
+# States of a pixel of `flood_membrane`'s label map; basins are 1, 2, ...
 _DAM = 0
 _UNREACHED = -1
 _QUEUED = -2
@@ -90,25 +90,25 @@ def segments_from_membrane(
     InputError
         When `membrane` is not a 2D binary map or `mask` has another shape.
     """
-    membrane = _as_binary(membrane, "membrane")
+    membrane = as_binary(membrane, "membrane")
     if membrane.ndim != 2:
         raise InputError(f"membrane has shape {membrane.shape}; expected one (Y, X) slice")
     if mask is not None:
-        mask = _as_binary(mask, "mask")
-        _check_same_shape(mask, membrane, "mask", "membrane")
+        mask = as_binary(mask, "mask")
+        check_same_shape(mask, membrane, "mask", "membrane")
         membrane = membrane | ~mask
     if thin:
-        segments = _flood_membrane(membrane)
+        segments = flood_membrane(membrane)
     else:
-        segments = ndi.label(~membrane, _FOUR)[0].astype(np.int32)
+        segments = ndi.label(~membrane, FOUR_NEIGHBOURS)[0].astype(np.int32)
     if mask is not None:
         segments[~mask] = 0
     return segments
 
 
-def _flood_membrane(membrane: np.ndarray) -> np.ndarray:
+def flood_membrane(membrane: np.ndarray) -> np.ndarray:
     """Label the basins of a membrane map and flood its membrane (see `segments_from_membrane`)."""
-    labels, count = ndi.label(~membrane, _FOUR)
+    labels, count = ndi.label(~membrane, FOUR_NEIGHBOURS)
     labels = labels.astype(np.int32)
     if count == 0:
         # Nothing but membrane: the flood finds one minimum, the whole image.
@@ -182,7 +182,8 @@ def _flood(labels: np.ndarray, queue: np.ndarray) -> None:
 # --- input checks, shared with `napari_unet.evaluation.scores` --------------------------------
 
 
-def _as_binary(array: np.ndarray, name: str) -> np.ndarray:
+def as_binary(array: np.ndarray, name: str) -> np.ndarray:
+    """Return a bool or 0/1 array as bool; anything else is an `InputError` naming it."""
     array = np.asarray(array)
     if array.dtype == bool:
         return array
@@ -191,6 +192,7 @@ def _as_binary(array: np.ndarray, name: str) -> np.ndarray:
     raise InputError(f"{name} must be a binary map (bool, or 0 and 1); got dtype {array.dtype}")
 
 
-def _check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    """Raise an `InputError` naming both arrays when their shapes differ."""
     if a.shape != b.shape:
         raise InputError(f"{name_a} shape {a.shape} differs from {name_b} shape {b.shape}")

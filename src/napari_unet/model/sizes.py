@@ -26,7 +26,7 @@ __all__ = ["PADDINGS", "input_size_for", "output_size", "valid_input_sizes"]
 PADDINGS = ("valid", "same")
 
 
-def _check_architecture(depth: int, padding: str) -> None:
+def check_architecture(depth: int, padding: str) -> None:
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise InputError(f"depth must be an integer >= 1, got {depth!r}")
     if padding not in PADDINGS:
@@ -53,7 +53,7 @@ def _trace(size: int, depth: int, padding: str) -> int | None:
 
 
 @lru_cache(maxsize=256)
-def _progression(depth: int, padding: str) -> tuple[int, int, int]:
+def progression(depth: int, padding: str) -> tuple[int, int, int]:
     """Return (smallest valid input, step between valid inputs, input - output).
 
     The valid sizes are ``first + k * step`` for k >= 0, ``step = 2**(depth - 1)``,
@@ -66,13 +66,13 @@ def _progression(depth: int, padding: str) -> tuple[int, int, int]:
     return first, step, first - _trace(first, depth, padding)
 
 
-def _check_size(size: int, depth: int, padding: str, what: str = "input size") -> int:
+def check_size(size: int, depth: int, padding: str, what: str = "input size") -> int:
     """Return the output side for an input side, or raise naming the nearest valid ones."""
     size = operator.index(size)
     out = _trace(size, depth, padding) if size > 0 else None
     if out is not None:
         return out
-    first, step, _ = _progression(depth, padding)
+    first, step, _ = progression(depth, padding)
     rule = (
         "every 2x2 pooling needs an even side and every side must stay positive"
         if padding == "valid"
@@ -114,8 +114,8 @@ def output_size(input_size: int, *, depth: int = 5, padding: str = "valid") -> i
         (:class:`~napari_unet.errors.InputError`) when the size does not fit
         the network; the message names the nearest valid sizes.
     """
-    _check_architecture(depth, padding)
-    return _check_size(input_size, depth, padding)
+    check_architecture(depth, padding)
+    return check_size(input_size, depth, padding)
 
 
 def valid_input_sizes(
@@ -143,8 +143,8 @@ def valid_input_sizes(
         The valid sizes in increasing order (empty when ``max_size`` is below
         the smallest one).
     """
-    _check_architecture(depth, padding)
-    first, step, _ = _progression(depth, padding)
+    check_architecture(depth, padding)
+    first, step, _ = progression(depth, padding)
     return list(range(first, operator.index(max_size) + 1, step))
 
 
@@ -166,9 +166,9 @@ def input_size_for(output_size: int, *, depth: int = 5, padding: str = "valid") 
         The smallest valid input side ``n`` with ``output_size(n) >= output_size``;
         572 for 388 with the paper's network.
     """
-    _check_architecture(depth, padding)
+    check_architecture(depth, padding)
     wanted = operator.index(output_size)
     if wanted < 1:
         raise InputError(f"output size must be >= 1, got {wanted}")
-    first, step, margin = _progression(depth, padding)
+    first, step, margin = progression(depth, padding)
     return first + max(0, math.ceil((wanted + margin - first) / step)) * step

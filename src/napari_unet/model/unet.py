@@ -24,11 +24,11 @@ from torch import nn
 
 from napari_unet.errors import InputError
 from napari_unet.model.sizes import (
-    _check_architecture,
-    _check_size,
-    _progression,
+    check_architecture,
+    check_size,
     input_size_for,
     output_size,
+    progression,
     valid_input_sizes,
 )
 
@@ -225,7 +225,7 @@ class UNet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        _check_architecture(depth, padding)
+        check_architecture(depth, padding)
         for name, value in (
             ("in_channels", in_channels),
             ("out_channels", out_channels),
@@ -289,7 +289,7 @@ class UNet(nn.Module):
                 f"UNet expects an (N, {self.in_channels}, H, W) tensor, got shape {tuple(x.shape)}"
             )
         for axis, side in zip(("height", "width"), x.shape[-2:], strict=True):
-            _check_size(int(side), self.depth, self.padding, what=f"input {axis}")
+            check_size(int(side), self.depth, self.padding, what=f"input {axis}")
 
     @property
     def config(self) -> dict:
@@ -307,7 +307,7 @@ class UNet(nn.Module):
     @property
     def margin(self) -> int:
         """Pixels lost per axis, input side - output side (184 in the paper, 0 for 'same')."""
-        return _progression(self.depth, self.padding)[2]
+        return progression(self.depth, self.padding)[2]
 
     def output_size(self, input_size: int) -> int:
         """Return the output side for an input side; see :func:`output_size`."""

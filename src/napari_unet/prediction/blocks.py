@@ -156,7 +156,7 @@ class BlockTask:
 
 
 @functools.lru_cache(maxsize=2)
-def _network(path: str, stamp: int, device: str) -> tuple[UNet, Normalization]:
+def cached_network(path: str, stamp: int, device: str) -> tuple[UNet, Normalization]:
     """Load a model file once per process (``stamp`` keys the cache to the file's version)."""
     model_file = load_model(path, map_location=device)
     return model_file.build_model().to(device), model_file.normalization
@@ -177,7 +177,7 @@ def predict_block(task: BlockTask, raw: np.ndarray, block: Block) -> int:
     index : int
         The block's number.
     """
-    model, normalization = _network(task.model_path, task.model_stamp, task.device)
+    model, normalization = cached_network(task.model_path, task.model_stamp, task.device)
     unit = normalization.unit(block.window(np.asarray(raw)))
     probabilities = _predict_tiles(model, unit, normalization, block, task)
     if task.squeeze:

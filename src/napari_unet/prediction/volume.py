@@ -68,7 +68,13 @@ from napari_unet.errors import InputError
 from napari_unet.io.lazy import open_lazy
 from napari_unet.io.stacks import overlap
 from napari_unet.model.files import model_path as checkpoint_path
-from napari_unet.prediction.blocks import Block, BlockTask, _network, plan_blocks, predict_block
+from napari_unet.prediction.blocks import (
+    Block,
+    BlockTask,
+    cached_network,
+    plan_blocks,
+    predict_block,
+)
 from napari_unet.prediction.postprocess import lazy_membrane
 
 DEFAULT_BLOCK = (1, 1024, 1024)
@@ -149,7 +155,7 @@ def predict_volume(
     if not model_path.is_file():
         raise InputError(f"{model_path}: no such model file")
     stamp, device = model_path.stat().st_mtime_ns, str(device)
-    model, _ = _network(str(model_path.resolve()), stamp, device)
+    model, _ = cached_network(str(model_path.resolve()), stamp, device)
     stack = volume[None] if volume.ndim == 2 else volume
     blocks = plan_blocks(stack.shape, tuple(block), model, tile=tile)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))

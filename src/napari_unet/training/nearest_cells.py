@@ -15,7 +15,7 @@ map's, `napari_unet.training.weights.TRUNCATE` sigmas) bounds the search.
 
 Both passes are plain loops over pixels, compiled by numba on first use and
 cached on disk (see `_compiled_passes`); they stay runnable as Python.
-`_two_nearest_cells` runs them; `napari_unet.training.weights` labels the
+`two_nearest_cells` runs them; `napari_unet.training.weights` labels the
 cells and turns the distances into weights.
 """
 
@@ -61,7 +61,7 @@ def _compiled_passes() -> tuple[Callable, Callable]:
     return jit(_row_pass), jit(_column_pass)
 
 
-def _two_nearest_cells(
+def two_nearest_cells(
     cells: np.ndarray, pixels: np.ndarray, *, cutoff: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Measure the squared distances from pixels to their nearest and second-nearest cell.

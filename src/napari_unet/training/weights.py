@@ -30,7 +30,7 @@ import numpy as np
 from napari_unet.checks import check_dtype, check_finite, check_not_empty
 from napari_unet.errors import InputError
 from napari_unet.io.labels import INTERIOR, MEMBRANE, UNLABELLED, label_values
-from napari_unet.training.nearest_cells import _two_nearest_cells
+from napari_unet.training.nearest_cells import two_nearest_cells
 
 TRUNCATE = 6.0
 """Cut-off of the border term, in units of sigma.
@@ -229,7 +229,7 @@ def _add_border_term(
     if n_cells < 2:
         return
     cutoff = TRUNCATE * sigma
-    sq1, sq2 = _two_nearest_cells(cells, pixels, cutoff=cutoff)
+    sq1, sq2 = two_nearest_cells(cells, pixels, cutoff=cutoff)
     d = np.sqrt(sq1, dtype=np.float32)
     d += np.sqrt(sq2, dtype=np.float32)
     term = np.exp(d * d * np.float32(-0.5 / sigma**2))
