@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 
 from napari_unet.io.sample import isbi2012
-from napari_unet.training.augment import DEFAULT, AugmentConfig, augment
+from napari_unet.training.augment import augment
+from napari_unet.training.augment_config import DEFAULT, AugmentConfig
 
 TILE = 572
 PROBABILITIES = [f.name for f in fields(AugmentConfig) if f.name.endswith("_p")]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from napari_unet.errors import InputError
-from napari_unet.training.augment import AugmentConfig
+from napari_unet.training.augment_config import AugmentConfig
 from napari_unet.training.weights import WeightConfig
 
 

@@ -27,7 +27,7 @@ MAY_IMPORT = {
 }
 # config nests the configs of two training modules; the CLI's `demo` command opens napari.
 EXCEPTIONS = {
-    ("config", "napari_unet.training.augment"),
+    ("config", "napari_unet.training.augment_config"),
     ("config", "napari_unet.training.weights"),
     ("cli", "napari_unet._widgets.demo"),
 }

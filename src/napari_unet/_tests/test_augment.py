@@ -7,13 +7,8 @@ import pytest
 from scipy import ndimage
 
 from napari_unet.errors import InputError
-from napari_unet.training.augment import (
-    DEFAULT,
-    SEED_NOISE_STD,
-    AugmentConfig,
-    augment,
-    build_pipeline,
-)
+from napari_unet.training.augment import augment, build_pipeline
+from napari_unet.training.augment_config import DEFAULT, SEED_NOISE_STD, AugmentConfig
 from napari_unet.training.elastic import CoarseGridElastic, coarse_displacement
 
 PROBABILITIES = [f.name for f in fields(AugmentConfig) if f.name.endswith("_p")]

@@ -37,3 +37,11 @@ def test_import_is_lazy_about_torch():
     code = "import sys, napari_unet; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_config_loads_no_augmentation_library_or_torch():
+    # configs are read by every front before any job: they stay light
+    code = ("import sys, napari_unet.config; "
+            "print(sorted(m for m in ('albumentations', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

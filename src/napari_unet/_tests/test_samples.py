@@ -5,7 +5,7 @@ from napari_unet.config import ModelConfig
 from napari_unet.errors import InputError
 from napari_unet.model.normalization import Normalization
 from napari_unet.prediction.tiles import TilePlan, mirror_crop, mirror_indices
-from napari_unet.training.augment import AugmentConfig
+from napari_unet.training.augment_config import AugmentConfig
 from napari_unet.training.samples import TrainingSamples, WeightCache, split_slices
 from napari_unet.training.weights import WeightConfig
 

@@ -24,7 +24,8 @@ from qtpy.QtCore import QTimer
 from napari_unet.errors import InputError
 from napari_unet.io.labels import LABEL_COLORS
 from napari_unet.model.normalization import Normalization
-from napari_unet.training.augment import AugmentConfig, augment
+from napari_unet.training.augment import augment
+from napari_unet.training.augment_config import AugmentConfig
 from napari_unet.training.weights import WeightConfig
 
 from .closing import on_removal

@@ -13,7 +13,7 @@ from pathlib import Path
 from psygnal import Signal
 
 from napari_unet.config import Config, config_for_preset
-from napari_unet.training.augment import AugmentConfig
+from napari_unet.training.augment_config import AugmentConfig
 from napari_unet.training.weights import WeightConfig
 
 CORRECTED = "napari-unet-corrected"

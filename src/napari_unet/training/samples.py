@@ -18,7 +18,8 @@ from napari_unet.checks import check_pair
 from napari_unet.errors import InputError
 from napari_unet.io.labels import MEMBRANE, annotated_slices, to_annotation
 from napari_unet.prediction.tiles import TilePlan, mirror_crop
-from napari_unet.training.augment import AugmentConfig, augment
+from napari_unet.training.augment import augment
+from napari_unet.training.augment_config import AugmentConfig
 from napari_unet.training.weights import WeightConfig
 
 CONTEXT = 0.2
