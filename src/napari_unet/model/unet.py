@@ -12,7 +12,8 @@ feature map of the same level, two 3x3 convolutions + ReLU, and a 1x1 head:
 
 With unpadded ("valid") convolutions only some input sizes work;
 `napari_unet.model.sizes` gives those sizes and the output size for each, and
-the network checks its input with it.
+the network checks its input with it. The layers and the forward pass are
+`napari_unet.model.network` (torch only, shipped in bioimage.io packages).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from napari_unet.errors import InputError
+from napari_unet.model.network import DoubleConv, PlainUNet, Up, center_crop
 from napari_unet.model.sizes import (
     check_architecture,
     check_size,
@@ -33,112 +35,6 @@ from napari_unet.model.sizes import (
 )
 
 __all__ = ["DoubleConv", "UNet", "Up", "center_crop", "init_he"]
-
-
-# -- building blocks ---------------------------------------------------------------
-
-
-def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Crop the centre of a feature map (the paper's "copy and crop" arrow).
-
-    Parameters
-    ----------
-    x : (N, C, H, W) Tensor
-        Feature map of the contracting path.
-    size : tuple of int
-        (height, width) to keep; the surplus on each axis must be even.
-
-    Returns
-    -------
-    (N, C, size[0], size[1]) Tensor
-        A view of ``x``.
-    """
-    top = (x.shape[-2] - size[0]) // 2
-    left = (x.shape[-1] - size[1]) // 2
-    return x[..., top : top + size[0], left : left + size[1]]
-
-
-class DoubleConv(nn.Sequential):
-    """Two 3x3 convolutions, each followed by (batch norm and) a ReLU.
-
-    Parameters
-    ----------
-    in_channels, out_channels : int
-        Channels before and after the block.
-    padding : {'valid', 'same'}
-        'valid' loses 2 pixels per side; 'same' zero-pads to keep the size.
-    batch_norm : bool
-        Insert a BatchNorm2d between each convolution and its ReLU (the
-        convolutions then have no bias, which batch norm would cancel).
-    dropout : float
-        When > 0, a Dropout2d with this probability follows the block.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        padding: str = "valid",
-        batch_norm: bool = False,
-        dropout: float = 0.0,
-    ) -> None:
-        layers: list[nn.Module] = []
-        for channels in (in_channels, out_channels):
-            layers.append(
-                nn.Conv2d(
-                    channels,
-                    out_channels,
-                    kernel_size=3,
-                    padding=1 if padding == "same" else 0,
-                    bias=not batch_norm,
-                )
-            )
-            if batch_norm:
-                layers.append(nn.BatchNorm2d(out_channels))
-            layers.append(nn.ReLU(inplace=True))
-        if dropout > 0:
-            layers.append(nn.Dropout2d(dropout))
-        super().__init__(*layers)
-
-
-class Up(nn.Module):
-    """One step of the expansive path: up-convolve, crop and concatenate, DoubleConv.
-
-    Parameters
-    ----------
-    in_channels : int
-        Channels of the coarser map; the 2x2 up-convolution halves them, the
-        skip connection brings the same number back, and the DoubleConv maps
-        ``in_channels`` to ``in_channels // 2``.
-    padding : {'valid', 'same'}
-        Padding of the 3x3 convolutions.
-    batch_norm : bool
-        Batch norm in the DoubleConv.
-    """
-
-    def __init__(self, in_channels: int, *, padding: str = "valid", batch_norm: bool = False):
-        super().__init__()
-        out_channels = in_channels // 2
-        self.up = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
-        self.conv = DoubleConv(in_channels, out_channels, padding=padding, batch_norm=batch_norm)
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        """Upsample ``x`` and merge it with the centre of ``skip``.
-
-        Parameters
-        ----------
-        x : (N, C, h, w) Tensor
-            Map from the level below.
-        skip : (N, C // 2, H, W) Tensor
-            Map of this level from the contracting path, ``H >= 2 h``.
-
-        Returns
-        -------
-        (N, C // 2, H', W') Tensor
-        """
-        x = self.up(x)
-        return self.conv(torch.cat([center_crop(skip, x.shape[-2:]), x], dim=1))
 
 
 def init_he(module: nn.Module) -> None:
@@ -175,7 +71,7 @@ def init_he(module: nn.Module) -> None:
 # -- the network -------------------------------------------------------------------
 
 
-class UNet(nn.Module):
+class UNet(PlainUNet):
     """U-Net of Ronneberger et al. (2015) for 2D segmentation.
 
     With the defaults this is the network of the paper's Fig. 1 (31,030,658
@@ -224,7 +120,6 @@ class UNet(nn.Module):
         batch_norm: bool = False,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
         check_architecture(depth, padding)
         for name, value in (
             ("in_channels", in_channels),
@@ -235,28 +130,8 @@ class UNet(nn.Module):
                 raise InputError(f"{name} must be an integer >= 1, got {value!r}")
         if not 0.0 <= dropout < 1.0:
             raise InputError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.depth = depth
-        self.base_channels = base_channels
-        self.padding = padding
-        self.batch_norm = batch_norm
-        self.dropout = float(dropout)
-
-        widths = [base_channels * 2**level for level in range(depth)]
-        block = {"padding": padding, "batch_norm": batch_norm}
-        contract, c_in = [], in_channels
-        for level, width in enumerate(widths[:-1]):
-            last = level == depth - 2
-            contract.append(
-                DoubleConv(c_in, width, dropout=self.dropout if last else 0.0, **block)
-            )
-            c_in = width
-        self.contract = nn.ModuleList(contract)
-        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.bottleneck = DoubleConv(c_in, widths[-1], dropout=self.dropout, **block)
-        self.expand = nn.ModuleList(Up(c, **block) for c in reversed(widths[1:]))
-        self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
+        super().__init__(in_channels, out_channels, depth, base_channels, padding,
+                         batch_norm=batch_norm, dropout=dropout)
         init_he(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -273,15 +148,7 @@ class UNet(nn.Module):
             Logits (no softmax).
         """
         self._check_input(x)
-        skips = []
-        for level in self.contract:
-            x = level(x)
-            skips.append(x)
-            x = self.pool(x)
-        x = self.bottleneck(x)
-        for up, skip in zip(self.expand, reversed(skips), strict=True):
-            x = up(x, skip)
-        return self.head(x)
+        return super().forward(x)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
