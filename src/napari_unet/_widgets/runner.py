@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton, QWidget
 
 from napari_unet.errors import InputError
@@ -22,6 +23,35 @@ from .worker import JobWorker, error_message, start_job
 
 BUSY = "a job is already running: stop it before starting another"
 """The status when a second job is asked for while one runs."""
+
+
+class SteadyLabel(QLabel):
+    """A label as tall empty as with a line of text, so that text appearing moves nothing.
+
+    Qt makes an empty QLabel a pixel shorter than one that shows text. In a napari window
+    at its minimum height (the Training widget's form is tall), the status's first text
+    at Start and the progress line's at the first step each grew the window by that
+    pixel, and the resized canvas was drawn again whole: 80-95 ms stalls of the event
+    loop (benchmarks/bench_responsiveness.py).
+    """
+
+    def __init__(self, text: str = "", parent: QWidget | None = None):
+        super().__init__(text, parent)
+        self._reserve_a_line()
+
+    def changeEvent(self, event: QEvent) -> None:
+        """Measure the line again when the font or the style sheet changes."""
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.FontChange, QEvent.Type.StyleChange):
+            self._reserve_a_line()
+
+    def _reserve_a_line(self) -> None:
+        text = self.text()
+        self.setMinimumHeight(0)
+        self.setText("X")
+        height = self.minimumSizeHint().height()
+        self.setText(text)
+        self.setMinimumHeight(height)
 
 
 @dataclass(frozen=True)
@@ -73,7 +103,7 @@ class JobWidget(StopsWhenClosed, QWidget):
         self._job: Job | None = None
         self._starts: tuple[QWidget, ...] = ()
         self.stopped = self.failed = False
-        self.status = QLabel("")
+        self.status = SteadyLabel("")
         self.status.setWordWrap(True)
         self.progress = QProgressBar()
         self.stop_button = QPushButton("Stop")

@@ -16,7 +16,7 @@ import numpy as np
 from napari.utils.notifications import show_info
 from napari.utils.theme import get_theme
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QPushButton, QTabWidget, QVBoxLayout, QWidget
 
 from napari_unet.training.lr_find import LRResult, LRStep, lr_find
 from napari_unet.training.progress import Event, Progress, TrainResult
@@ -25,7 +25,7 @@ from napari_unet.training.train import last_path_for, train
 from .layers import PREVIEW, slice_translate
 from .plot import PlotWidget
 from .progress import Smoother, describe_start, describe_step, describe_validation
-from .runner import Job, JobWidget
+from .runner import Job, JobWidget, SteadyLabel
 from .session import session
 from .training_form import TrainingForm, first_validation_slice
 from .worker import import_in_background
@@ -66,7 +66,8 @@ class TrainingWidget(JobWidget):
         self.form = TrainingForm(viewer)
         self._build_buttons()
         self.progress.setFormat("%p%")
-        self.progress_label = QLabel("")
+        self.progress_label = SteadyLabel("")
+        self.progress_label.setWordWrap(True)  # else a long line widens the dock, not the canvas
         self._build_plots()
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
