@@ -57,6 +57,7 @@ def test_training_runs_plots_previews_and_saves(widget, qtbot, tmp_path):
     assert len(widget.loss_plot.series["val loss"].xs) == 2
     v_rand = widget.loss_plot.series["V_rand"].ys
     assert len(v_rand) == 2 and all(0 <= v <= 1 for v in v_rand)
+    qtbot.waitUntil(lambda: not widget._turns.pending)  # the preview comes in a few turns
     preview = widget._viewer.layers[PREVIEW]
     assert preview.data.shape == (1, 128, 128)
     assert tuple(preview.translate) == (3, 0, 0)  # on validation slice 3
@@ -325,6 +326,36 @@ def test_start_from_the_bundled_model(widget):
     _, init, resume = widget.form.read_paths()
     assert init == BUNDLED["isbi2012"] and resume is None
     assert load_model(init).config.model.base_channels == 16  # a real model to start from
+
+
+def test_the_validation_preview_comes_in_steps_and_leaves_the_selection(widget, qtbot):
+    # Added in one go, the preview layer held napari's event loop 130-230 ms (issue 15).
+    from napari_unet._widgets.training import Run
+
+    viewer = widget._viewer
+    labels = viewer.layers["labels"]
+    viewer.layers.selection.active = labels  # the user paints, say
+    widget._run = Run(preview_slice=3, ndim=3, scale=np.array([2.0, 1.0, 1.0]),
+                      translate=np.array([10.0, 0.0, 0.0]))
+    widget._show_preview(np.full((128, 128), 0.25, np.float32))
+    assert PREVIEW not in viewer.layers  # not yet: one step a turn of the event loop
+    widget._show_preview(np.full((128, 128), 0.5, np.float32))  # a later record meanwhile
+    qtbot.waitUntil(lambda: not widget._turns.pending, timeout=5_000)
+    preview = viewer.layers[PREVIEW]
+    assert [layer.name for layer in viewer.layers].count(PREVIEW) == 1
+    assert preview.data.shape == (1, 128, 128) and np.all(preview.data == 0.5)
+    assert tuple(preview.translate) == (16, 0, 0)  # slice 3 of the scaled stack
+    assert viewer.dims.point[0] == 16  # the view went to it
+    assert viewer.layers.selection.active is labels and preview not in viewer.layers.selection
+    # its controls were made ahead, once, and show when it is chosen
+    controls = viewer.window._qt_viewer.controls
+    assert set(controls.widgets) == set(viewer.layers)
+    viewer.layers.selection.active = preview
+    assert controls.currentWidget() is controls.widgets[preview]
+    canvas = viewer.window._qt_viewer.canvas
+    assert canvas.layer_to_visual[preview].layer is preview
+    viewer.layers.remove(preview)
+    assert preview not in controls.widgets and preview not in canvas.layer_to_visual
 
 
 def test_text_appearing_does_not_grow_the_widget(widget):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import napari
 import numpy as np
+from napari.layers import Image
 from napari.utils.notifications import show_info
 from napari.utils.theme import get_theme
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QPushButton, QTabWidget, QVBoxLayout, QWidget
 
 from napari_unet.training.lr_find import LRResult, LRStep, lr_find
@@ -27,6 +27,7 @@ from .plot import PlotWidget
 from .progress import Smoother, describe_start, describe_step, describe_validation
 from .runner import Job, JobWidget, SteadyLabel
 from .session import session
+from .staged import Turns, adding_steps
 from .training_form import TrainingForm, first_validation_slice
 from .worker import import_in_background
 
@@ -60,6 +61,7 @@ class TrainingWidget(JobWidget):
         super().__init__(viewer, parent)
         self._run = Run()
         self._preview = None
+        self._turns = Turns(self)  # adds the preview layer
         self._smoother = Smoother()
         self.suggestion: float | None = None
         self.lr_steps = 100
@@ -202,16 +204,19 @@ class TrainingWidget(JobWidget):
         index = run.preview_slice if run.ndim == 3 else None  # one slice of a stack, in place
         translate = slice_translate(run.translate, run.scale, index)
         data = preview if index is None else preview[None]
-        if self._preview is not None and self._preview in viewer.layers:
+        if self._preview is not None and (self._preview in viewer.layers or self._turns.pending):
             self._preview.data = data
             if not np.array_equal(self._preview.translate, translate):  # each set refreshes
                 self._preview.translate = translate
             return
-        self._preview = viewer.add_image(
+        # Added over a few turns of the loop, unselected (see `staged`); then the view
+        # goes to its slice, at a turn of its own.
+        self._preview = Image(
             data, name=VALIDATION_PREVIEW, colormap="magma", contrast_limits=(0.0, 1.0),
             opacity=0.7, scale=run.scale, translate=translate, metadata={PREVIEW: True})
-        if run.ndim == 3:  # at the loop's next turn: adding the layer alone holds it ~100 ms
-            QTimer.singleShot(0, partial(viewer.dims.set_current_step, 0, translate[0]))
+        self._turns.add(*adding_steps(viewer, self._preview))
+        if run.ndim == 3:
+            self._turns.add(partial(viewer.dims.set_point, 0, translate[0]))
 
     # --- learning-rate search --------------------------------------------------------
 
