@@ -187,7 +187,9 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
     Parameters
     ----------
     path : str or PathLike
-        A model file, or the name of a bundled model (``'isbi2012'``, see `BUNDLED`).
+        A model file, the name of a bundled model (``'isbi2012'``, see `BUNDLED`),
+        or a bioimage.io package napari-unet wrote (zip or ``rdf.yaml``;
+        `napari_unet.model.package.load_package`).
     map_location : str or torch.device
         Where the tensors go.
 
@@ -199,9 +201,13 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
     ------
     InputError
         For a missing, corrupt, foreign or newer-format file, or one carrying
-        pickled code.
+        pickled code; for a bioimage.io package of another tool.
     """
     path = model_path(path)
+    from napari_unet.model import package  # it builds on this module's ModelFile
+
+    if package.is_package(path):
+        return package.load_package(path, map_location=map_location)
     if not path.is_file():
         raise InputError(f"{path}: no such model file (or a bundled model: "
                          f"{', '.join(BUNDLED)})")
