@@ -20,9 +20,12 @@ MAY_IMPORT = {
     "model": {"foundations", "config", "io", "model"},
     "prediction": {"foundations", "io", "model", "prediction"},
     "training": {"foundations", "config", "io", "model", "prediction", "evaluation", "training"},
-    "cli": {"foundations", "config", "io", "model", "prediction", "evaluation", "training", "cli"},
+    "bioimageio": {"foundations", "config", "io", "model", "prediction", "evaluation",
+                   "bioimageio"},
+    "cli": {"foundations", "config", "io", "model", "prediction", "evaluation", "training",
+            "bioimageio", "cli"},
     "napari": {"foundations", "config", "io", "model", "prediction", "evaluation", "training",
-               "napari"},
+               "bioimageio", "napari"},
     "package": {"model", "training"},  # napari_unet/__init__.py's lazy public names
 }
 # config nests the configs of two training modules; the CLI's `demo` command opens napari.
