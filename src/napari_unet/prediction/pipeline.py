@@ -4,6 +4,12 @@ Each job is a generator: it yields small progress records and returns its
 result. ``napari-unet predict`` drains it with a progress bar
 (`napari_unet.jobs.drain`); the Prediction widget runs the same generator in a
 worker thread and puts the result into layers.
+
+A model is opened with `open_model`: a model file, a bundled model's name, or a
+bioimage.io package. napari-unet's own packages open as the `ModelFile` they
+were written from and predict through the same tiled path; packages of other
+tools open as a `~napari_unet.prediction.foreign.ForeignModel` and predict
+through bioimageio.core (`image_job` takes either).
 """
 
 import os
@@ -15,10 +21,15 @@ import numpy as np
 import torch
 
 from napari_unet.devices import using_cpu_threads
+from napari_unet.errors import InputError
+from napari_unet.model.files import ModelFile, load_model, model_path
 from napari_unet.model.normalization import Normalization
+from napari_unet.model.package import is_package, open_package, own_model_file
 from napari_unet.model.unet import UNet
+from napari_unet.prediction.foreign import ForeignModel, open_foreign, predict_foreign
 from napari_unet.prediction.postprocess import cell_labels, membrane_mask
 from napari_unet.prediction.predict import PredictProgress, predict
+from napari_unet.prediction.tiles import default_tile
 from napari_unet.prediction.volume import VolumeProgress, predict_volume
 
 
@@ -93,6 +104,11 @@ def prediction_job(
     with using_cpu_threads(device):
         prob = yield from predict(model.to(device), unit_image, normalization, device=device,
                                   **options)
+    return (yield from _postprocess(prob, threshold, close_gaps, min_size))
+
+
+def _postprocess(prob: np.ndarray, threshold: float, close_gaps: float | None,
+                 min_size: int | None) -> Generator[PostProgress, None, Prediction]:
     yield PostProgress("mask")
     mask = membrane_mask(prob, threshold=threshold, close_gaps=close_gaps)
     cells = None
@@ -100,6 +116,96 @@ def prediction_job(
         yield PostProgress("cells")
         cells = cell_labels(prob, threshold=threshold, min_size=min_size)
     return Prediction(prob, mask, cells)
+
+
+def open_model(model: str | os.PathLike, *,
+               channel: int | None = None) -> ModelFile | ForeignModel:
+    """Open what stands for a model: a model file, a bundled model's name or a bioimage.io package.
+
+    Parameters
+    ----------
+    model : str or PathLike
+        A model file, ``'isbi2012'``, or a bioimage.io package (zip, or ``rdf.yaml``).
+    channel : int, optional
+        For a package of another tool whose output channels do not say which
+        is P(membrane): that channel.
+
+    Returns
+    -------
+    model : ModelFile or ForeignModel
+        A `ModelFile` for napari-unet's own files and packages; a
+        `ForeignModel` for packages of other tools. Both have ``threshold``,
+        ``close_gaps`` and ``describe()``; `model_tile` gives the tile.
+
+    Raises
+    ------
+    InputError
+        In one line, for anything that is not a model napari-unet can run.
+    """
+    path = model_path(model)
+    if not is_package(path):
+        return load_model(path)
+    package = open_package(path)
+    if package.own is not None:
+        return own_model_file(package)
+    return open_foreign(package, channel=channel)
+
+
+def model_tile(model: ModelFile | ForeignModel) -> int:
+    """Return the output tile a model predicts with unless told otherwise."""
+    return model.tile if isinstance(model, ForeignModel) else default_tile(model.config)
+
+
+def image_job(
+    model: ModelFile | ForeignModel,
+    image: np.ndarray,
+    *,
+    threshold: float,
+    min_size: int | None,
+    device: torch.device | str,
+    close_gaps: float | None = None,
+    **options,
+) -> Generator[PredictProgress | PostProgress, None, Prediction]:
+    """Predict a raw image with any opened model, then threshold and (optionally) label cells.
+
+    A `ModelFile` runs `prediction_job` (its normalisation, overlap-tiling);
+    a `ForeignModel` runs through bioimageio.core with its own pre- and
+    postprocessing, block by block (`napari_unet.prediction.foreign`).
+
+    Parameters
+    ----------
+    model : ModelFile or ForeignModel
+        From `open_model`.
+    image : (Y, X) or (Z, Y, X) ndarray
+        Raw intensities, any numeric dtype.
+    threshold, min_size, device, close_gaps
+        As for `prediction_job`.
+    **options
+        ``tile`` (the output tile to aim for), and for a `ModelFile` the other
+        keyword arguments of `napari_unet.prediction.predict.predict`
+        (batch_size, autocast_dtype, tta). A `ForeignModel` refuses ``tta``.
+
+    Yields
+    ------
+    progress : PredictProgress or PostProgress
+
+    Returns
+    -------
+    prediction : Prediction
+    """
+    device = torch.device(device)
+    if isinstance(model, ModelFile):
+        return (yield from prediction_job(
+            model.build_model(), model.normalization.unit(image), model.normalization,
+            threshold=threshold, min_size=min_size, device=device, close_gaps=close_gaps,
+            **options))
+    if options.get("tta"):
+        raise InputError("test-time augmentation runs with napari-unet models only, not with "
+                         f"{model.name!r}")
+    with using_cpu_threads(device):
+        prob = yield from predict_foreign(model, image, device=str(device),
+                                          tile=options.get("tile"))
+    return (yield from _postprocess(prob, threshold, close_gaps, min_size))
 
 
 def volume_job(
@@ -135,6 +241,9 @@ def volume_job(
     path : Path
         The zarr array of P(membrane).
     """
+    if is_package(model_path) and open_package(model_path).own is None:
+        raise InputError(f"{model_path}: a bioimage.io package of another tool predicts images "
+                         "in memory only; large volumes need a napari-unet model")
     with using_cpu_threads(device):
         return (yield from predict_volume(model_path, volume, output, device=str(device),
                                           **options))
