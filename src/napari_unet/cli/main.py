@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 from napari_unet import __version__
+from napari_unet.cli.bioimageio import add_export
 from napari_unet.cli.evaluate import add_evaluate
 from napari_unet.cli.predict import add_predict
 from napari_unet.cli.train import add_train
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(jobs)
     add_evaluate(jobs)
     add_predict(jobs)
+    add_export(jobs)
     return parser
 
 

@@ -112,9 +112,13 @@ def _drain(job, unit: str, steps: dict[str, str] | None = None):
 def _tile(args: argparse.Namespace, model_file) -> int:
     """Return the tile to ask prediction for; say in one line when it rounds ``--tile``."""
     from napari_unet.cli.common import tile_notice
-    from napari_unet.prediction.tiles import TilePlan, default_tile
+    from napari_unet.prediction.foreign import ForeignModel
+    from napari_unet.prediction.pipeline import model_tile
+    from napari_unet.prediction.tiles import TilePlan
 
-    tile = args.tile or default_tile(model_file.config)
+    tile = args.tile or model_tile(model_file)
+    if isinstance(model_file, ForeignModel):  # the package's sides decide
+        return tile
     network = model_file.config.model
     used = TilePlan.for_prediction(network, tile).output
     if args.tile is not None and used != args.tile:
@@ -139,11 +143,15 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
 
     from napari_unet.cli.common import describe_mask
     from napari_unet.devices import autocast_dtype, pick_device
-    from napari_unet.model.files import load_model
-    from napari_unet.prediction.pipeline import volume_job
+    from napari_unet.model.files import ModelFile
+    from napari_unet.prediction.pipeline import open_model, volume_job
     from napari_unet.prediction.volume import publish, threshold_volume
 
-    model_file = load_model(args.model)
+    model_file = open_model(args.model)
+    if not isinstance(model_file, ModelFile):
+        raise InputError(f"{args.model}: a bioimage.io package of another tool predicts images "
+                         "in memory only; large volumes (zarr, --scheduler) need a napari-unet "
+                         "model")
     device = pick_device(args.device)
     mask = outputs["mask"]
     if mask.suffix.lower() != ".zarr":
@@ -183,23 +191,25 @@ def run_predict(args: argparse.Namespace) -> int:
     from napari_unet.cli.common import describe_mask
     from napari_unet.devices import autocast_dtype, pick_device
     from napari_unet.io.stacks import read_image, write_export
-    from napari_unet.model.files import load_model
-    from napari_unet.prediction.pipeline import prediction_job
+    from napari_unet.model.files import ModelFile
+    from napari_unet.prediction.pipeline import image_job, open_model
 
     outputs = _outputs(args)
     if _is_large(args, outputs):
         return run_large(args, outputs)
-    model_file = load_model(args.model)
+    model_file = open_model(args.model, channel=args.channel)
+    if args.tta and not isinstance(model_file, ModelFile):
+        raise InputError("--tta works with napari-unet models only, not with a bioimage.io "
+                         "package of another tool")
     image = read_image(args.images)
     check_slice_side(image.shape, to="predict", name=f"{args.images}: slices")
     device = pick_device(args.device)
     threshold, close_gaps = mask_settings(args, model_file)
-    job = prediction_job(model_file.build_model(), model_file.normalization.unit(image),
-                         model_file.normalization, threshold=threshold, close_gaps=close_gaps,
-                         min_size=args.min_cell_size if "cells" in outputs else None,
-                         device=device, tile=_tile(args, model_file),
-                         batch_size=args.batch_size, autocast_dtype=autocast_dtype(device),
-                         tta=args.tta)
+    job = image_job(model_file, image, threshold=threshold, close_gaps=close_gaps,
+                    min_size=args.min_cell_size if "cells" in outputs else None,
+                    device=device, tile=_tile(args, model_file),
+                    batch_size=args.batch_size, autocast_dtype=autocast_dtype(device),
+                    tta=args.tta)
     result = _drain(job, "tile", {
         "mask": f"computing the mask ({describe_mask(threshold, close_gaps)})",
         "cells": "labelling cells (watershed of the probabilities)"})
@@ -226,8 +236,9 @@ def add_predict(jobs) -> None:
         description="Predict membrane probabilities by overlap-tiling and write the mask "
         "(uint8, 255 = membrane, 0 = not membrane; --isbi: 0 = membrane, 255 = interior).",
     )
-    parser.add_argument("model", help="model file from napari-unet train, or isbi2012 (the "
-                        "bundled ISBI 2012 model)")
+    parser.add_argument("model", help="model file from napari-unet train, a bioimage.io "
+                        "package (.zip or rdf.yaml; other tools' 2D single-channel models run "
+                        "through bioimageio.core), or isbi2012 (the bundled ISBI 2012 model)")
     parser.add_argument("images", help="TIFF image or .zarr array, (Y, X) or (Z, Y, X)")
     parser.add_argument("-o", "--output", required=True, metavar="MASK.tif",
                         help="mask file: .tif, or .zarr for large volumes")
@@ -244,6 +255,9 @@ def add_predict(jobs) -> None:
                         "P(membrane) <= LEVEL, closing faint gaps (default: the model's)")
     parser.add_argument("--min-cell-size", type=int, default=30,
                         help="smallest cell in pixels (30)")
+    parser.add_argument("--channel", type=int, metavar="N",
+                        help="for a bioimage.io package of another tool: the output channel "
+                        "that is P(membrane), when its channel names do not say")
     parser.add_argument("--tta", action="store_true",
                         help="average over the 8 flips and rotations (8x slower)")
     parser.add_argument("--isbi", action="store_true", help="write the ISBI convention")
