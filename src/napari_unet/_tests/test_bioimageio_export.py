@@ -246,6 +246,13 @@ def test_a_damaged_model_writes_nothing(tmp_path):
     assert listing(tmp_path) == {"damaged.zip"}
 
 
+def test_only_one_channel_in_two_classes_out(folder, tiny_config, tmp_path):
+    model = tiny_model(folder, "three.pt", tiny_config, out_channels=3)
+    with pytest.raises(InputError, match="1 grey channel in, 2 classes"):
+        export_package(model, tmp_path / "three.zip")
+    assert listing(tmp_path) == set()
+
+
 def test_a_package_failing_the_test_is_not_written(tmp_path, valid_package, monkeypatch):
     model, _ = valid_package
 

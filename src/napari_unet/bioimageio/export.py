@@ -234,6 +234,11 @@ def export_job(
     check_output(model, output, settings, overwrite=overwrite)
     yield progress()
     model_file = load_model(model)
+    m = model_file.config.model
+    if (m.in_channels, m.out_channels) != (1, len(CHANNELS)):
+        raise InputError(f"{model}: a network of {m.in_channels} input channel(s) and "
+                         f"{m.out_channels} classes; packages describe napari-unet's 1 grey "
+                         "channel in, 2 classes (interior, membrane) out")
     with tempfile.TemporaryDirectory(prefix=".napari-unet-export.", dir=output.parent) as tmp:
         folder = Path(tmp)
         sizes = package_sizes(model_file)
