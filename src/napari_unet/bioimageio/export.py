@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tifffile
 import torch
 
 from napari_unet import __version__
@@ -299,6 +300,9 @@ def _write_test_tensors(model_file: ModelFile, image_slice: np.ndarray, sizes: S
         probabilities = torch.softmax(logits, dim=1).numpy().astype(np.float32)
     np.save(folder / "test_input.npy", tile[None, None])
     np.save(folder / "test_output.npy", probabilities)
+    # the sample tensors: the same as images a person opens (P(membrane) only)
+    tifffile.imwrite(folder / "sample_input.tif", tile)
+    tifffile.imwrite(folder / "sample_output.tif", probabilities[0, 1])
 
 
 def _write_cover(model_file: ModelFile, image_slice: np.ndarray, path: Path) -> None:
@@ -341,6 +345,7 @@ def _description(model_file: ModelFile, settings: ExportSettings, name: str, siz
               spec.SpaceInputAxis(id=spec.AxisId("y"), size=space),
               spec.SpaceInputAxis(id=spec.AxisId("x"), size=space)],
         test_tensor=spec.FileDescr(source=folder / "test_input.npy"),
+        sample_tensor=spec.FileDescr(source=folder / "sample_input.tif"),
         preprocessing=[
             spec.EnsureDtypeDescr(kwargs=spec.EnsureDtypeKwargs(dtype="float32")),
             spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=1.0 / span,
@@ -364,6 +369,7 @@ def _description(model_file: ModelFile, settings: ExportSettings, name: str, siz
               spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in CHANNELS]),
               output_axis("y"), output_axis("x")],
         test_tensor=spec.FileDescr(source=folder / "test_output.npy"),
+        sample_tensor=spec.FileDescr(source=folder / "sample_output.tif"),
         data=spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
         postprocessing=[spec.SoftmaxDescr(kwargs=spec.SoftmaxKwargs(axis=spec.AxisId("channel")))],
     )
