@@ -150,3 +150,47 @@ def test_first_look_with_the_bundled_model(make_napari_viewer, isbi_small, qtbot
     mask, z = viewer.layers[MASK].data, viewer.dims.current_step[0]
     assert mask.shape == (4, 96, 96) and set(np.unique(mask[z])) == {1, 2}  # the slice in view
     assert not np.delete(mask, z, axis=0).any()  # only that slice
+
+
+def test_own_package_predicts_as_its_model_file(widget, model_path, qtbot, tmp_path):
+    pytest.importorskip("bioimageio.core")
+    from napari_unet.bioimageio.export import export_package
+
+    package = export_package(model_path, tmp_path / "tiny.zip", check=False)
+    widget.cells.value = True
+    widget.model.value = model_path
+    run(qtbot, widget, widget.predict_stack)
+    layers = widget._viewer.layers
+    expected = {name: layers[name].data.copy() for name in (PROBABILITY, MASK, CELLS)}
+    widget.model.value = package
+    assert widget.threshold.value == pytest.approx(0.42) and widget.tile.value == 64
+    run(qtbot, widget, widget.predict_stack)
+    assert len(layers) == 4  # the same layers, updated in place
+    for name, data in expected.items():
+        np.testing.assert_array_equal(layers[name].data, data, err_msg=name)
+
+
+def test_another_tools_package_predicts_into_the_same_layers(widget, qtbot, tmp_path,
+                                                              isbi_small):
+    pytest.importorskip("bioimageio.core")
+    from napari_unet._tests.test_foreign import write_foreign_package
+    from napari_unet._widgets.session import session
+    from napari_unet.jobs import drain
+    from napari_unet.prediction.pipeline import image_job, open_model
+
+    package = write_foreign_package(tmp_path / "foreign")
+    widget.model.value = package
+    assert not widget.errors, widget.errors
+    assert "threshold 0.50" in widget.summary.text()
+    assert session(widget._viewer).model != package  # other widgets read napari-unet models only
+    widget.tta.value = True
+    widget.predict_stack()  # refused in one line, nothing started
+    assert not widget.running and "test-time augmentation" in widget.errors[-1]
+    widget.errors.clear()
+    widget.tta.value = False
+    run(qtbot, widget, widget.predict_stack)
+    layers = widget._viewer.layers
+    expected = drain(image_job(open_model(package), isbi_small[0], threshold=0.5, min_size=None,
+                               device="cpu", tile=widget.tile.value))
+    np.testing.assert_allclose(layers[PROBABILITY].data, expected.probabilities, atol=1e-6)
+    np.testing.assert_array_equal(layers[MASK].data, expected.mask)

@@ -1,5 +1,10 @@
 """Prediction widget: run a saved model on the current slice or the whole stack.
 
+The model is a model file (.pt) or a bioimage.io package (.zip, or its rdf.yaml):
+napari-unet's own packages run exactly as their model file; another tool's 2D
+single-channel package runs through bioimageio.core
+(`napari_unet.prediction.pipeline.open_model` and `image_job`).
+
 The results go into three layers that later runs update in place, so a mask
 corrected by hand and the probabilities stay one stack layer each. Slices of the
 mask marked as corrected (see `session`) are never overwritten.
@@ -23,11 +28,18 @@ from napari_unet._writer import CELLS, PREDICTED
 from napari_unet.devices import autocast_dtype, available_devices, pick_device
 from napari_unet.errors import InputError
 from napari_unet.io.labels import INTERIOR, LABEL_COLORS, MEMBRANE
-from napari_unet.model.files import BUNDLED, ModelFile, is_bundled, load_model
-from napari_unet.prediction.pipeline import Prediction, prediction_job, volume_job
+from napari_unet.model.files import BUNDLED, ModelFile, is_bundled
+from napari_unet.prediction.foreign import ForeignModel
+from napari_unet.prediction.pipeline import (
+    Prediction,
+    image_job,
+    model_tile,
+    open_model,
+    prediction_job,
+    volume_job,
+)
 from napari_unet.prediction.postprocess import lazy_membrane
 from napari_unet.prediction.predict import PredictProgress
-from napari_unet.prediction.tiles import default_tile
 
 from .layers import current_slice, full_resolution, is_lazy, layer_picker
 from .runner import Job, JobWidget
@@ -43,7 +55,7 @@ value is the layer's role (``'cells'`` tells the writer to save cell labels as t
 
 
 class PredictionWidget(JobWidget):
-    """Predict membranes with a model file and show probability, mask and cells layers.
+    """Predict membranes with a model file or package; show probability, mask and cells layers.
 
     Parameters
     ----------
@@ -56,7 +68,7 @@ class PredictionWidget(JobWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(viewer, parent)
-        self._model_file: ModelFile | None = None
+        self._model_file: ModelFile | ForeignModel | None = None
         self._loaded: Path | None = None
         self._target: tuple[int | None, np.ndarray] | None = None  # slice, source layer
         self.form = self._make_form(viewer)
@@ -85,7 +97,9 @@ class PredictionWidget(JobWidget):
 
     def _make_form(self, viewer) -> Container:
         self.image_layer = layer_picker(viewer, "image", napari.layers.Image, predicted=False)
-        self.model = FileEdit(label="model", mode="r", filter="*.pt", nullable=True)
+        self.model = FileEdit(label="model", mode="r", filter="*.pt *.zip *.yaml", nullable=True,
+                              tooltip="a model file (.pt) or a bioimage.io package "
+                                      "(.zip, or its rdf.yaml)")
         self.tile = SpinBox(label="tile", value=388, min=8, max=4096)
         self.batch_size = SpinBox(label="batch", value=4, min=1, max=256)
         self.device = ComboBox(label="device", choices=["auto", *available_devices()])
@@ -136,17 +150,18 @@ class PredictionWidget(JobWidget):
         except InputError as err:
             self.report_error(err)
             return
-        session(self._viewer).set_model(self._loaded)
+        if isinstance(self._model_file, ModelFile):  # other widgets read napari-unet models only
+            session(self._viewer).set_model(self._loaded)
 
-    def _ensure_model(self) -> ModelFile:
+    def _ensure_model(self) -> ModelFile | ForeignModel:
         path = self.model.value
         if path is None or str(path) in ("", "."):
-            raise InputError("choose a model file (.pt)")
+            raise InputError("choose a model file (.pt) or a bioimage.io package (.zip)")
         if self._model_file is None or Path(path) != self._loaded:
             self._model_file, self._loaded = None, None
             self.summary.setText("")
-            model_file = load_model(path)
-            self.tile.value = default_tile(model_file.config)
+            model_file = open_model(path)
+            self.tile.value = model_tile(model_file)
             self.threshold.value = model_file.threshold
             self.close_gaps.value = model_file.close_gaps or 0.0
             self.summary.setText(model_file.describe())
@@ -169,14 +184,21 @@ class PredictionWidget(JobWidget):
             return self._volume_job(layer, device)
         z, image = self._read_image(layer, whole_stack)
         self._target = (z, layer)
-        tiling = {"tile": self.tile.value, "batch_size": self.batch_size.value,
-                  "autocast_dtype": autocast_dtype(device), "tta": self.tta.value}
-        return Job(partial(prediction_job, model_file.build_model(),
-                           model_file.normalization.unit(image), model_file.normalization,
-                           threshold=self.threshold.value,
-                           close_gaps=self.close_gaps.value or None,
-                           min_size=self.min_size.value if self.cells.value else None,
-                           device=device, **tiling),
+        settings = {"threshold": self.threshold.value, "close_gaps": self.close_gaps.value or None,
+                    "min_size": self.min_size.value if self.cells.value else None,
+                    "device": device}
+        if isinstance(model_file, ForeignModel):
+            if self.tta.value:
+                raise InputError("test-time augmentation runs with napari-unet models only, "
+                                 f"not with {model_file.name!r}")
+            run = partial(image_job, model_file, image, tile=self.tile.value, **settings)
+        else:
+            run = partial(prediction_job, model_file.build_model(),
+                          model_file.normalization.unit(image), model_file.normalization,
+                          tile=self.tile.value, batch_size=self.batch_size.value,
+                          autocast_dtype=autocast_dtype(device), tta=self.tta.value,
+                          **settings)
+        return Job(run,
                    "predicting…", progress=_done_of_total, on_return=self._on_result,
                    stopping="stopped")
 
