@@ -137,3 +137,49 @@ def test_export_never_replaces_a_file_a_layer_came_from(widget, viewer, tmp_path
     run_export(widget, qtbot)
     np.testing.assert_array_equal(read_labels(tmp_path / "edited_mask.tif"), opened.data)
     assert source.read_bytes() == before
+
+
+def run_package(widget, qtbot):
+    widget.export_package()
+    assert widget.running
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+
+
+def test_bioimageio_package_of_the_current_model(widget, viewer, model_path, tmp_path, qtbot):
+    pytest.importorskip("bioimageio.core")
+    import torch
+
+    output = tmp_path / "tiny.zip"
+    widget.package_path.value = output
+    widget.export_package()  # no current model yet
+    assert not widget.running and "no current model" in widget.errors[-1]
+    assert not output.exists()
+    widget.errors.clear()
+    session(viewer).set_model(model_path)
+    widget.package_name.value = "tiny test U-Net"
+    widget.authors.value = "Jane Doe, John Roe"
+    widget.description.value = "A tiny test network."
+    widget.license.value = "MIT"
+    widget.tags.value = "test, tiny"
+    widget.package_check.value = False  # bioimageio.core's test has tests of its own
+    run_package(widget, qtbot)
+    assert not widget.errors, widget.errors
+    assert widget.status.text().startswith(f"wrote the bioimage.io package {output}")
+    assert widget.progress.value() == widget.progress.maximum() > 0
+    package, original = load_model(output), load_model(model_path)
+    assert package.config == original.config and package.threshold == original.threshold
+    assert package.state_dict.keys() == original.state_dict.keys()
+    for key, value in original.state_dict.items():
+        torch.testing.assert_close(package.state_dict[key], value, rtol=0, atol=0)
+    before = output.read_bytes()
+    widget.export_package()  # the package exists: refused in one line, nothing replaced
+    qtbot.waitUntil(lambda: not widget.running, timeout=20_000)
+    assert "exists" in widget.errors[-1] and "\n" not in widget.errors[-1]
+    assert widget.status.text().startswith("error:") and output.read_bytes() == before
+    widget.errors.clear()
+    widget.license.value = "MIT"
+    widget.package_name.value = "bad/name"
+    widget.package_overwrite.value = True
+    widget.export_package()
+    qtbot.waitUntil(lambda: not widget.running, timeout=20_000)
+    assert "name 'bad/name'" in widget.errors[-1] and output.read_bytes() == before

@@ -1,4 +1,7 @@
-"""Export widget: masks, probabilities and cells to TIFF; save and load the model.
+"""Export widget: masks and probabilities to TIFF; the model saved, loaded, or packaged.
+
+The current model is written as a bioimage.io package by
+`napari_unet.bioimageio.export.export_job`, in the background, with its steps as progress.
 
 The files are written by the same functions as the plugin's napari writers
 (`napari_unet.io.stacks.write_export`), in the background, and never replace a file
@@ -15,6 +18,8 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit
 from napari.utils.notifications import show_info
 from qtpy.QtWidgets import QGroupBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from napari_unet.bioimageio.export import ExportSettings
+from napari_unet.bioimageio.export import export_job as package_job
 from napari_unet.errors import InputError
 from napari_unet.io.stacks import check_export, check_not_inputs, export_paths, write_export
 from napari_unet.model.files import load_model, save_model
@@ -25,6 +30,8 @@ from .runner import Job, JobWidget
 from .session import session
 
 DEFAULT_FOLDER = Path.home() / "napari-unet"
+DEFAULT_PACKAGE = DEFAULT_FOLDER / "model.zip"
+LICENSES = ["CC-BY-4.0", "MIT", "BSD-3-Clause", "Apache-2.0", "CC0-1.0", "GPL-3.0-or-later"]
 CONVENTIONS = [("255 = membrane, 0 = not", "membrane"), ("ISBI: 0 = membrane, 255 = interior",
                                                           "isbi")]
 
@@ -50,7 +57,7 @@ def _is_path(value) -> bool:
 
 
 class ExportWidget(JobWidget):
-    """Write the mask, probabilities and cells as TIFF files; save or load the model.
+    """Write the masks as TIFF files; save or load the model; export it to bioimage.io.
 
     Parameters
     ----------
@@ -65,17 +72,20 @@ class ExportWidget(JobWidget):
         self.export_button.clicked.connect(self.export)
         files = QGroupBox("Masks, probabilities, cells")
         box = QVBoxLayout(files)
-        for widget in (self.files.native, self.export_button, self.progress, self.status):
+        for widget in (self.files.native, self.export_button):
             box.addWidget(widget)
         layout = QVBoxLayout(self)
         layout.addWidget(files)
         layout.addWidget(self._model_box())
+        layout.addWidget(self._package_box())
+        layout.addWidget(self.progress)  # of the files or of the package
+        layout.addWidget(self.status)
         layout.addStretch()
         current = session(viewer)
         current.model_changed.connect(self._show_model)
         self._show_model(current.model)
         self.reset_choices()
-        self.disable_while_running(self.export_button)
+        self.disable_while_running(self.export_button, self.package_button)
 
     def _make_files_form(self, viewer) -> Container:
         Labels, Image = napari.layers.Labels, napari.layers.Image
@@ -113,6 +123,35 @@ class ExportWidget(JobWidget):
             layout.addWidget(Container(widgets=[field]).native)
             layout.addWidget(button)
         layout.addWidget(self.model_status)
+        return box
+
+    def _package_box(self) -> QGroupBox:
+        self.package_name = LineEdit(label="name", value="",
+                                     tooltip="5 to 128 letters, digits, spaces and _+-(); "
+                                             "empty: napari-unet and the model file's name")
+        self.package_name.native.setPlaceholderText("napari-unet MODEL")
+        self.authors = LineEdit(label="authors", value="",
+                                tooltip="the people who made the model, separated by commas")
+        self.authors.native.setPlaceholderText("Jane Doe, John Roe")
+        self.description = LineEdit(label="description", value="",
+                                    tooltip="one or two sentences; empty: a default one")
+        self.license = ComboBox(label="license", choices=LICENSES, value="CC-BY-4.0")
+        self.tags = LineEdit(label="tags", value="",
+                             tooltip="added to the default tags, separated by commas")
+        self.package_path = FileEdit(label="output", mode="w", filter="*.zip",
+                                     value=DEFAULT_PACKAGE, tooltip="the package, a .zip file")
+        self.package_overwrite = CheckBox(text="overwrite an existing package", value=False)
+        self.package_check = CheckBox(text="test it with bioimageio.core (recommended)",
+                                      value=True)
+        self.package_form = Container(widgets=[
+            self.package_name, self.authors, self.description, self.license, self.tags,
+            self.package_path, self.package_overwrite, self.package_check])
+        self.package_button = QPushButton("Export bioimage.io package")
+        self.package_button.clicked.connect(self.export_package)
+        box = QGroupBox("bioimage.io package (of the current model)")
+        layout = QVBoxLayout(box)
+        layout.addWidget(self.package_form.native)
+        layout.addWidget(self.package_button)
         return box
 
     # --- layers ----------------------------------------------------------------------
@@ -215,3 +254,44 @@ class ExportWidget(JobWidget):
         except InputError as err:
             summary = f"unreadable: {err}"
         self.model_label.setText(f"current model: {path}\n{summary}")
+
+    # --- bioimage.io package ----------------------------------------------------------
+
+    def export_package(self) -> None:
+        """Write the current model as a bioimage.io package, in the background."""
+        self.launch(self._package_job)
+
+    def _package_job(self) -> Job:
+        """Read the form on the main thread; `package_job` checks it before writing."""
+        model = session(self._viewer).model
+        if model is None:
+            raise InputError("no current model: train one, or load a model file")
+        output = self.package_path.value
+        if not _is_path(output):
+            raise InputError("output: name the package's .zip file")
+        output = Path(output).expanduser()
+        if output == DEFAULT_PACKAGE:
+            DEFAULT_FOLDER.mkdir(parents=True, exist_ok=True)
+        settings = ExportSettings(
+            name=self.package_name.value.strip() or None, authors=_split(self.authors.value),
+            description=self.description.value.strip() or None, license=self.license.value,
+            tags=_split(self.tags.value))
+        return Job(partial(package_job, model, output, settings,
+                           overwrite=self.package_overwrite.value,
+                           check=self.package_check.value),
+                   f"exporting {Path(model).name} to {output}…",
+                   progress=lambda p: (p.done, p.total),
+                   on_yield=lambda p: self.status.setText(f"{p.step}…"),
+                   on_return=self._on_package)
+
+    def _on_package(self, path: Path) -> None:
+        self.progress.setValue(self.progress.maximum())
+        checked = "tested with bioimageio.core" if self.package_check.value else "not tested"
+        message = f"wrote the bioimage.io package {path} ({checked})"
+        self.status.setText(message)
+        show_info(message)
+
+
+def _split(text: str) -> tuple[str, ...]:
+    """Return the comma-separated items of ``text``, stripped, without empty ones."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
