@@ -16,7 +16,7 @@ import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit
 from napari.utils.notifications import show_info
-from qtpy.QtWidgets import QGroupBox, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_unet.bioimageio.export import ExportSettings
 from napari_unet.bioimageio.export import export_job as package_job
@@ -120,8 +120,10 @@ class ExportWidget(JobWidget):
         layout.addWidget(self.model_label)
         for field, button in ((self.load_path, self.load_button),
                               (self.save_path, self.save_button)):
-            layout.addWidget(Container(widgets=[field]).native)
-            layout.addWidget(button)
+            row = QHBoxLayout()  # the button beside its file: the dock's height is scarce
+            row.addWidget(Container(widgets=[field]).native, stretch=1)
+            row.addWidget(button)
+            layout.addLayout(row)
         layout.addWidget(self.model_status)
         return box
 
@@ -140,12 +142,17 @@ class ExportWidget(JobWidget):
                              tooltip="added to the default tags, separated by commas")
         self.package_path = FileEdit(label="output", mode="w", filter="*.zip",
                                      value=DEFAULT_PACKAGE, tooltip="the package, a .zip file")
-        self.package_overwrite = CheckBox(text="overwrite an existing package", value=False)
-        self.package_check = CheckBox(text="test it with bioimageio.core (recommended)",
-                                      value=True)
+        self.package_overwrite = CheckBox(text="overwrite", value=False,
+                                          tooltip="replace an existing package")
+        self.package_check = CheckBox(text="test with bioimageio.core", value=True,
+                                      tooltip="run bioimageio.core's test before writing: a "
+                                              "package that fails is not written")
+        options = Container(widgets=[self.package_overwrite, self.package_check],
+                            layout="horizontal", labels=False)
+        options.margins = (0, 0, 0, 0)
         self.package_form = Container(widgets=[
             self.package_name, self.authors, self.description, self.license, self.tags,
-            self.package_path, self.package_overwrite, self.package_check])
+            self.package_path, options])
         self.package_button = QPushButton("Export bioimage.io package")
         self.package_button.clicked.connect(self.export_package)
         box = QGroupBox("bioimage.io package (of the current model)")
