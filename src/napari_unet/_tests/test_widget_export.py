@@ -174,7 +174,7 @@ def test_bioimageio_package_of_the_current_model(widget, viewer, model_path, tmp
     before = output.read_bytes()
     widget.export_package()  # the package exists: refused in one line, nothing replaced
     qtbot.waitUntil(lambda: not widget.running, timeout=20_000)
-    assert "exists" in widget.errors[-1] and "\n" not in widget.errors[-1]
+    assert "exists; tick 'overwrite'" in widget.errors[-1] and "\n" not in widget.errors[-1]
     assert widget.status.text().startswith("error:") and output.read_bytes() == before
     widget.errors.clear()
     widget.license.value = "MIT"

@@ -279,6 +279,8 @@ class ExportWidget(JobWidget):
         output = Path(output).expanduser()
         if output == DEFAULT_PACKAGE:
             DEFAULT_FOLDER.mkdir(parents=True, exist_ok=True)
+        if output.is_file() and not self.package_overwrite.value:
+            raise InputError(f"{output} exists; tick 'overwrite' to replace it")
         settings = ExportSettings(
             name=self.package_name.value.strip() or None, authors=_split(self.authors.value),
             description=self.description.value.strip() or None, license=self.license.value,
