@@ -106,3 +106,25 @@ def test_describe_pair():
     assert isbi.endswith("(isbi convention): 2/2 slices annotated")
     assert describe_pair(image, None).endswith("no labels")
     assert describe_pair(image, labels[0]).startswith("problem: labels shape (3, 3) differs")
+
+
+@pytest.mark.parametrize("values, dtype", [
+    ((0, 1, 2), np.uint8), ((1, 2), np.int64), ((0,), np.uint8), ((0, 255), np.uint8),
+    ((255,), np.int32), ((0, 255), np.uint16), ((0, 1, 2), np.float32), ((0, 255), np.float64),
+    ((0, 7), np.uint8), ((0, 255, 3), np.uint8), ((-1, 1), np.int16), ((0, 1, 255), np.int64),
+    ((0, 1.5), np.float32),
+])
+def test_convention_by_range_agrees_with_the_census_of_values(values, dtype):
+    # the range shortcut decides only where the distinct values would decide the same
+    labels = np.resize(np.array(values, dtype), (3, 5, 7))
+    present = set(np.unique(labels).tolist())
+    if present <= {0, 1, 2}:
+        expected = "annotation"
+    elif present <= {0, 255}:
+        expected = "isbi"
+    else:
+        with pytest.raises(InputError, match="fit no convention"):
+            label_convention(labels)
+        return
+    assert label_convention(labels) == expected
+    assert label_convention(labels[0]) == expected

@@ -1,7 +1,6 @@
 """The Training widget in a real viewer, with a tiny network on 128x128 crops."""
 
 import gc
-import re
 import shutil
 import time
 
@@ -367,24 +366,3 @@ def test_text_appearing_does_not_grow_the_widget(widget):
     assert widget.minimumSizeHint().height() == before
     widget.progress_label.setText("")
     assert widget.minimumSizeHint().height() == before
-
-
-@pytest.mark.parametrize("values, dtype", [
-    ((0, 1, 2), np.uint8), ((1, 2), np.int64), ((0,), np.uint8), ((0, 255), np.uint8),
-    ((255,), np.int32), ((0, 255), np.uint16), ((0, 1, 2), np.float32), ((0, 255), np.float64),
-    ((0, 7), np.uint8), ((0, 255, 3), np.uint8), ((-1, 1), np.int16), ((0, 1, 255), np.int64),
-    ((0, 1.5), np.float32),
-])
-def test_quick_convention_is_label_convention(values, dtype):
-    from napari_unet._widgets.training_form import quick_convention
-    from napari_unet.io.labels import label_convention
-
-    labels = np.resize(np.array(values, dtype), (3, 5, 7))
-    try:
-        expected = label_convention(labels)
-    except InputError as err:
-        with pytest.raises(InputError, match=re.escape(str(err))):  # the same message
-            quick_convention(labels)
-    else:
-        assert quick_convention(labels) == expected
-        assert quick_convention(labels[0]) == label_convention(labels[0])

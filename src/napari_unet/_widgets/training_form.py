@@ -100,32 +100,10 @@ def first_validation_slice(labels: np.ndarray, val_slices: tuple[int, ...] | Non
     stack = labels[None] if labels.ndim == 2 else labels
     # Only which slices hold annotation matters: ISBI labels are annotated everywhere.
     # Converting them (`labels.to_annotation`) held the GUI ~130 ms at every Start.
-    if quick_convention(stack) == "isbi":
+    if label_convention(stack) == "isbi":
         stack = np.ones((len(stack), 1, 1), np.uint8)
     _, val = split_slices(stack, val_slices)
     return val[0] if val else None
-
-
-def quick_convention(labels: np.ndarray) -> str:
-    """Return `napari_unet.io.labels.label_convention` of labels, from their range if it tells.
-
-    Integer labels within 0..2 are annotation labels, and those within 0..255 whose
-    non-zero values are all 255 are ISBI labels: a few passes over the stack (2 ms for
-    the 30 uint8 slices of ISBI, 10 ms as 64-bit integers). The census of values that
-    `label_convention` takes held the GUI 30-110 ms at every Start on those (its histogram
-    converts the stack to 64-bit integers first), 150-250 ms on 64-bit labels (it sorts
-    them). Any other labels go to `label_convention`, which words the error.
-    """
-    if np.issubdtype(labels.dtype, np.integer) and labels.size:
-        low, high = labels.min(), labels.max()
-        if low >= 0 and high <= 2:
-            return "annotation"
-        slices = labels.reshape(len(labels), -1) if labels.ndim > 1 else labels[None]
-        # slice by slice: no temporary of the stack's size
-        if low >= 0 and high == 255 and all(np.count_nonzero(z) == np.count_nonzero(z == 255)
-                                            for z in slices):
-            return "isbi"
-    return label_convention(labels)
 
 
 def check_model_output(output: Path, inputs: Mapping[str, Path], *, replace: bool) -> None:
