@@ -23,8 +23,8 @@ def test_prediction_job_predicts_then_post_processes():
     result = drain(prediction_job(tiny(), unit, NORM, threshold=0.5, min_size=5, close_gaps=0.2,
                                   device=torch.device("cpu"), tile=20, batch_size=8),
                    seen.append)
-    assert [type(p) for p in seen] == [PredictProgress, PostProgress, PostProgress]
-    assert [p.step for p in seen[1:]] == ["mask", "cells"]
+    assert [type(p) for p in seen] == [PredictProgress, *[PostProgress] * 3]
+    assert [p.step for p in seen[1:]] == ["mask", "uncertainty", "cells"]
     assert all(p.done == p.total for p in seen)
     expected = predict_probabilities(tiny(), unit, NORM, tile=20)
     np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
@@ -38,7 +38,7 @@ def test_prediction_job_without_cells():
     seen = []
     result = drain(prediction_job(tiny(), np.zeros((24, 24), np.float32), NORM, threshold=0.5,
                                   min_size=None, device=torch.device("cpu")), seen.append)
-    assert result.cells is None and [p.step for p in seen[1:]] == ["mask"]
+    assert result.cells is None and [p.step for p in seen[1:]] == ["mask", "uncertainty"]
 
 
 def test_volume_job_writes_the_probabilities(model_path, tmp_path):

@@ -278,8 +278,9 @@ def write_mask(
     return write_tiff(path, mask, overwrite=overwrite, metadata={MASK_KEY: convention})
 
 
-EXPORTS = ("mask", "probabilities", "cells")
-"""What `export_paths` and `write_export` know: the membrane mask, P(membrane), cell labels."""
+EXPORTS = ("mask", "probabilities", "uncertainty", "cells")
+"""What `export_paths` and `write_export` know: the membrane mask, P(membrane), the
+uncertainty map, cell labels."""
 
 
 def export_paths(folder: str | os.PathLike, name: str, kinds, *,
@@ -328,11 +329,11 @@ def export_paths(folder: str | os.PathLike, name: str, kinds, *,
 
 def write_export(kind: str, path: str | os.PathLike, data: np.ndarray, *,
                  convention: MaskConvention = "membrane", overwrite: bool = False) -> Path:
-    """Write one export: a mask TIFF, float32 probabilities or cell labels.
+    """Write one export: a mask TIFF, float32 probabilities or uncertainty, or cell labels.
 
     Parameters
     ----------
-    kind : {'mask', 'probabilities', 'cells'}
+    kind : {'mask', 'probabilities', 'uncertainty', 'cells'}
     path : str or PathLike
     data : (Y, X) or (Z, Y, X) ndarray
         Annotation labels (mask), P(membrane) in [0, 1], or instance labels.
@@ -356,13 +357,13 @@ def check_export(kind: str, data: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    kind : {'mask', 'probabilities', 'cells'}
+    kind : {'mask', 'probabilities', 'uncertainty', 'cells'}
     data : ndarray
 
     Returns
     -------
     data : ndarray
-        Annotation labels (mask), float32 probabilities, or cell labels in the
+        Annotation labels (mask), float32 probabilities or uncertainty, or cell labels in the
         smallest unsigned dtype that holds them.
 
     Raises
@@ -376,9 +377,9 @@ def check_export(kind: str, data: np.ndarray) -> np.ndarray:
         if not set(label_values(data).tolist()) <= {0, 1, 2}:
             raise InputError("the mask must hold annotation labels (1 = membrane, 2 = interior)")
         return data
-    if kind == "probabilities":
+    if kind in ("probabilities", "uncertainty"):
         if not np.issubdtype(data.dtype, np.floating):
-            raise InputError(f"probabilities must be floats in [0, 1], got {data.dtype}")
+            raise InputError(f"{kind} must be floats in [0, 1], got {data.dtype}")
         return data.astype(np.float32, copy=False)
     if kind == "cells":
         return cell_label_array(data)

@@ -17,6 +17,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import torch
 
@@ -30,16 +31,41 @@ from napari_unet.prediction.foreign import ForeignModel, open_foreign, predict_f
 from napari_unet.prediction.postprocess import cell_labels, membrane_mask
 from napari_unet.prediction.predict import PredictProgress, predict
 from napari_unet.prediction.tiles import default_tile
+from napari_unet.prediction.uncertainty import (
+    Ranking,
+    RankProgress,
+    lazy_uncertainty,
+    rank,
+    rank_slices,
+    reach_of,
+    uncertainty_map,
+)
 from napari_unet.prediction.volume import VolumeProgress, predict_volume
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """What a prediction job returns: P(membrane), annotation mask and cells (or None)."""
+    """What a prediction job returns.
+
+    Attributes
+    ----------
+    probabilities : float32 ndarray
+        P(membrane).
+    mask : uint8 ndarray
+        Annotation labels (1 = membrane, 2 = interior).
+    cells : int32 ndarray or None
+        Cell labels, when asked for.
+    uncertainty : float32 ndarray or None
+        In [0, 1] (`napari_unet.prediction.uncertainty.uncertainty_map`), when asked for.
+    ranking : Ranking or None
+        The slices and their regions scored by ``uncertainty``.
+    """
 
     probabilities: np.ndarray
     mask: np.ndarray
     cells: np.ndarray | None
+    uncertainty: np.ndarray | None = None
+    ranking: Ranking | None = None
 
 
 @dataclass(frozen=True)
@@ -48,8 +74,9 @@ class PostProgress:
 
     Attributes
     ----------
-    step : {'mask', 'cells'}
-        Thresholding (and closing gaps), or labelling the cells.
+    step : {'mask', 'uncertainty', 'cells'}
+        Thresholding (and closing gaps), the uncertainty map and its ranking, or
+        labelling the cells.
     done, total : int
         1 of 1: every tile is done, so a front that shows only ``done`` of
         ``total`` (as for `PredictProgress`) shows a full bar.
@@ -69,9 +96,11 @@ def prediction_job(
     min_size: int | None,
     device: torch.device,
     close_gaps: float | None = None,
+    uncertainty: bool = True,
+    reach: float | None = None,
     **options,
 ) -> Generator[PredictProgress | PostProgress, None, Prediction]:
-    """Predict, then threshold and (when ``min_size`` is not None) label cells.
+    """Predict, then threshold, map the uncertainty and (when ``min_size`` is set) label cells.
 
     Parameters
     ----------
@@ -88,6 +117,12 @@ def prediction_job(
         threads (a core stays free when a GUI runs in this process).
     close_gaps : float or None
         Close the mask's gaps (`napari_unet.prediction.postprocess.membrane_mask`); None: off.
+    uncertainty : bool
+        Map the uncertainty and rank the slices by it (with ``tta``: the disagreement
+        of the 8 predictions).
+    reach : float or None
+        Interior farther than this from any membrane is unsure too
+        (`napari_unet.prediction.uncertainty.reach_of` the model's config).
     **options
         More keyword arguments of `napari_unet.prediction.predict.predict` (tile,
         batch_size, autocast_dtype, tta).
@@ -101,21 +136,31 @@ def prediction_job(
     -------
     prediction : Prediction
     """
+    spread = uncertainty and bool(options.get("tta"))
     with using_cpu_threads(device):
-        prob = yield from predict(model.to(device), unit_image, normalization, device=device,
-                                  **options)
-    return (yield from _postprocess(prob, threshold, close_gaps, min_size))
+        out = yield from predict(model.to(device), unit_image, normalization, device=device,
+                                 spread=spread, **options)
+    prob, spread = out if spread else (out, None)
+    unsure = {"spread": spread, "reach": reach} if uncertainty else None
+    return (yield from _postprocess(prob, threshold, close_gaps, min_size, unsure))
 
 
 def _postprocess(prob: np.ndarray, threshold: float, close_gaps: float | None,
-                 min_size: int | None) -> Generator[PostProgress, None, Prediction]:
+                 min_size: int | None,
+                 uncertainty: dict | None) -> Generator[PostProgress, None, Prediction]:
+    """Mask, uncertainty (the keywords of `uncertainty_map`; None: no map), then cells."""
     yield PostProgress("mask")
     mask = membrane_mask(prob, threshold=threshold, close_gaps=close_gaps)
+    unsure = ranking = None
+    if uncertainty is not None:
+        yield PostProgress("uncertainty")
+        unsure = uncertainty_map(prob, threshold=threshold, **uncertainty)
+        ranking = rank(unsure)
     cells = None
     if min_size is not None:
         yield PostProgress("cells")
         cells = cell_labels(prob, threshold=threshold, min_size=min_size)
-    return Prediction(prob, mask, cells)
+    return Prediction(prob, mask, cells, unsure, ranking)
 
 
 def open_model(model: str | os.PathLike, *,
@@ -164,9 +209,10 @@ def image_job(
     min_size: int | None,
     device: torch.device | str,
     close_gaps: float | None = None,
+    uncertainty: bool = True,
     **options,
 ) -> Generator[PredictProgress | PostProgress, None, Prediction]:
-    """Predict a raw image with any opened model, then threshold and (optionally) label cells.
+    """Predict a raw image with any opened model, then post-process it as `prediction_job`.
 
     A `ModelFile` runs `prediction_job` (its normalisation, overlap-tiling);
     a `ForeignModel` runs through bioimageio.core with its own pre- and
@@ -178,8 +224,8 @@ def image_job(
         From `open_model`.
     image : (Y, X) or (Z, Y, X) ndarray
         Raw intensities, any numeric dtype.
-    threshold, min_size, device, close_gaps
-        As for `prediction_job`.
+    threshold, min_size, device, close_gaps, uncertainty
+        As for `prediction_job` (a `ForeignModel` gives the margin measure).
     **options
         ``tile`` (the output tile to aim for), and for a `ModelFile` the other
         keyword arguments of `napari_unet.prediction.predict.predict`
@@ -198,14 +244,15 @@ def image_job(
         return (yield from prediction_job(
             model.build_model(), model.normalization.unit(image), model.normalization,
             threshold=threshold, min_size=min_size, device=device, close_gaps=close_gaps,
-            **options))
+            uncertainty=uncertainty, reach=reach_of(model.config), **options))
     if options.get("tta"):
         raise InputError("test-time augmentation runs with napari-unet models only, not with "
                          f"{model.name!r}")
     with using_cpu_threads(device):
         prob = yield from predict_foreign(model, image, device=str(device),
                                           tile=options.get("tile"))
-    return (yield from _postprocess(prob, threshold, close_gaps, min_size))
+    return (yield from _postprocess(prob, threshold, close_gaps, min_size,
+                                    {} if uncertainty else None))
 
 
 def volume_job(
@@ -247,3 +294,41 @@ def volume_job(
     with using_cpu_threads(device):
         return (yield from predict_volume(model_path, volume, output, device=str(device),
                                           **options))
+
+
+def ranked_volume_job(
+    model_path: str | os.PathLike,
+    volume,
+    output: str | os.PathLike,
+    *,
+    threshold: float,
+    device: torch.device,
+    **options,
+) -> Generator[VolumeProgress | RankProgress, None, tuple[Path, Ranking]]:
+    """Run `volume_job`, then rank the slices by the uncertainty of the zarr probabilities.
+
+    The map is the margin measure of `napari_unet.prediction.uncertainty.lazy_uncertainty`
+    with the model's reach, computed whole slice by whole slice and not kept (a viewer
+    computes it again on view).
+
+    Parameters
+    ----------
+    model_path, volume, output, device, **options
+        As for `volume_job`.
+    threshold : float
+        The mask's threshold.
+
+    Yields
+    ------
+    progress : VolumeProgress or RankProgress
+        Blocks predicted, then slices ranked.
+
+    Returns
+    -------
+    path, ranking : Path, Ranking
+    """
+    reach = reach_of(load_model(model_path).config)
+    path = yield from volume_job(model_path, volume, output, device=device, **options)
+    uncertainty = lazy_uncertainty(da.from_zarr(str(path)), threshold=threshold, reach=reach)
+    ranking = yield from rank_slices(uncertainty)
+    return path, ranking

@@ -39,16 +39,26 @@ def _dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
     return torch.flip(x, dims=(-1,)) if k >= 4 else x
 
 
-def _forward(model, inputs, autocast_dtype, tta: bool) -> torch.Tensor:
-    """P(membrane) of a batch of tiles, averaged over the 8 symmetries with ``tta``."""
+def _forward(model, inputs, autocast_dtype, tta: bool,
+             spread: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """P(membrane) of a batch of tiles, averaged over the 8 symmetries with ``tta``.
+
+    With ``spread`` (and ``tta``), also the standard deviation of the 8 predictions.
+    """
     device_type = inputs.device.type
-    total = 0
-    for k in range(8 if tta else 1):
+    views = 8 if tta else 1
+    total = squares = 0
+    for k in range(views):
         with torch.autocast(device_type=device_type, dtype=autocast_dtype,
                             enabled=autocast_dtype is not None):
             logits = model(_dihedral(inputs, k))
-        total = total + _dihedral(torch.softmax(logits.float(), dim=1)[:, 1], k, inverse=True)
-    return total / (8 if tta else 1)
+        p = _dihedral(torch.softmax(logits.float(), dim=1)[:, 1], k, inverse=True)
+        total = total + p
+        squares = squares + p * p if spread else squares
+    mean = total / views
+    if not spread:
+        return mean
+    return mean, torch.sqrt(torch.clamp(squares / views - mean * mean, min=0))
 
 
 @torch.inference_mode()
@@ -60,7 +70,8 @@ def predict_tiles(
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
     tta: bool = False,
-) -> np.ndarray:
+    spread: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Predict P(membrane) of a batch of input tiles: the network's whole output for each.
 
     The one forward pass of in-memory (`predict`) and blockwise
@@ -81,16 +92,25 @@ def predict_tiles(
         Mixed precision (bf16 on CUDA).
     tta : bool
         Average over the 8 flips and rotations of each tile (8x the work).
+    spread : bool
+        Also return the standard deviation of the 8 predictions (needs ``tta``).
 
     Returns
     -------
     probabilities : (N, h, w) float32 ndarray
         In [0, 1]; h and w are the network's output sides for H and W.
+    spread : (N, h, w) float32 ndarray
+        With ``spread`` only.
     """
+    if spread and not tta:
+        raise ValueError("the spread of predictions needs test-time augmentation (tta=True)")
     inputs = torch.from_numpy(normalization.network(tiles)[:, None]).to(device)
     if inputs.device.type == "cuda":
         inputs = inputs.contiguous(memory_format=torch.channels_last)
-    return _forward(model, inputs, autocast_dtype, tta).cpu().numpy()
+    out = _forward(model, inputs, autocast_dtype, tta, spread)
+    if spread:
+        return out[0].cpu().numpy(), out[1].cpu().numpy()
+    return out.cpu().numpy()
 
 
 @torch.no_grad()
@@ -104,7 +124,8 @@ def predict(
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
     tta: bool = False,
-) -> Generator[PredictProgress, None, np.ndarray]:
+    spread: bool = False,
+) -> Generator[PredictProgress, None, np.ndarray | tuple[np.ndarray, np.ndarray]]:
     """Predict P(membrane) by overlap-tiling, yielding progress after every batch of tiles.
 
     Parameters
@@ -124,6 +145,9 @@ def predict(
         Mixed precision (bf16 on CUDA).
     tta : bool
         Average over the 8 flips and rotations of each tile (8x the work).
+    spread : bool
+        Also return the standard deviation of the 8 predictions (needs ``tta``), for
+        `napari_unet.prediction.uncertainty.disagreement`.
 
     Yields
     ------
@@ -133,6 +157,8 @@ def predict(
     -------
     probabilities : float32 ndarray
         In [0, 1], the shape of ``unit_image``.
+    spread : float32 ndarray
+        With ``spread`` only: the shape of ``unit_image``.
     """
     stack = unit_image[None] if unit_image.ndim == 2 else unit_image
     plan = TilePlan.for_prediction(model, tile)
@@ -141,21 +167,26 @@ def predict(
     rows, cols = tile_origins(height, side), tile_origins(width, side)
     jobs = [(z, y, x) for z in range(len(stack)) for y in rows for x in cols]
     result = np.zeros(stack.shape, dtype=np.float32)
+    spreads = np.zeros(stack.shape, dtype=np.float32) if spread else None
     was_training = model.training
     model.eval()
     try:
         for done, batch in _batches(jobs, batch_size):
             tiles = np.stack([mirror_crop(stack[z], y - plan.halo, x - plan.halo,
                                           plan.input, plan.input) for z, y, x in batch])
-            probs = predict_tiles(model, tiles, normalization, device=device,
-                                  autocast_dtype=autocast_dtype, tta=tta)
-            for (z, y, x), p in zip(batch, probs, strict=True):
-                h, w = min(side, height - y), min(side, width - x)
-                result[z, y:y + h, x:x + w] = p[o:o + h, o:o + w]
+            out = predict_tiles(model, tiles, normalization, device=device,
+                                autocast_dtype=autocast_dtype, tta=tta, spread=spread)
+            pairs = zip((result, spreads), out, strict=True) if spread else [(result, out)]
+            for target, values in pairs:
+                for (z, y, x), p in zip(batch, values, strict=True):
+                    h, w = min(side, height - y), min(side, width - x)
+                    target[z, y:y + h, x:x + w] = p[o:o + h, o:o + w]
             yield PredictProgress(done, len(jobs))
     finally:
         model.train(was_training)
-    return result[0] if unit_image.ndim == 2 else result
+    if unit_image.ndim == 2:
+        result, spreads = result[0], None if spreads is None else spreads[0]
+    return (result, spreads) if spread else result
 
 
 def _batches(jobs: list, size: int) -> Iterator[tuple[int, list]]:

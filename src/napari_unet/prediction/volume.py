@@ -66,7 +66,7 @@ import zarr
 from napari_unet.checks import check_positive
 from napari_unet.errors import InputError
 from napari_unet.io.lazy import open_lazy
-from napari_unet.io.stacks import overlap
+from napari_unet.io.stacks import KIND_KEY, overlap
 from napari_unet.model.files import model_path as checkpoint_path
 from napari_unet.prediction.blocks import (
     Block,
@@ -76,6 +76,7 @@ from napari_unet.prediction.blocks import (
     predict_block,
 )
 from napari_unet.prediction.postprocess import lazy_membrane
+from napari_unet.prediction.uncertainty import lazy_uncertainty
 
 DEFAULT_BLOCK = (1, 1024, 1024)
 """Slices, rows and columns of a block (and of an output chunk)."""
@@ -266,6 +267,37 @@ def threshold_volume(probabilities: str | os.PathLike, output: str | os.PathLike
     zarr.open_array(str(output), mode="r+").attrs.update(
         {"napari_unet_mask": convention, "threshold": float(threshold),
          "close_gaps": close_gaps})
+    return Path(output)
+
+
+def uncertainty_volume(probabilities: str | os.PathLike, output: str | os.PathLike, *,
+                       threshold: float, reach: float | None = None) -> Path:
+    """Write the uncertainty map (float32) of a probability zarr array, whole slice by slice.
+
+    The margin measure of `napari_unet.prediction.uncertainty.uncertainty_map` (a
+    volume's test-time-augmented predictions keep no spread), in the chunks of the
+    probabilities.
+
+    Parameters
+    ----------
+    probabilities : str or PathLike
+        A zarr array of P(membrane), e.g. from `predict_volume`.
+    output : str or PathLike
+        The zarr folder to write; it must not exist.
+    threshold : float
+        The mask's threshold.
+    reach : float or None
+        As for `~napari_unet.prediction.uncertainty.uncertainty_map`.
+
+    Returns
+    -------
+    path : Path
+    """
+    probs = da.from_zarr(str(probabilities))
+    uncertainty = lazy_uncertainty(probs, threshold=threshold, reach=reach)
+    da.to_zarr(uncertainty.rechunk(probs.chunks), str(output))
+    zarr.open_array(str(output), mode="r+").attrs.update(
+        {KIND_KEY: "uncertainty", "threshold": float(threshold)})
     return Path(output)
 
 

@@ -1,0 +1,288 @@
+"""Where the model is least sure: an uncertainty map per prediction, and its ranking.
+
+The map is in [0, 1], computed from what prediction already has:
+
+- without test-time augmentation, the **margin** of P(membrane) to the mask's threshold
+  (1 at the threshold, 0 where the probability is 0 or 1, linear between);
+- with test-time augmentation, the **disagreement** of the 8 flipped and rotated
+  predictions (their standard deviation, scaled by its largest value, 1/2).
+
+Either is **weighted towards the crests between cells**: the one-pixel lines where the
+cells seeded by the confident interiors meet (`~napari_unet.prediction.postprocess.gap_lines`),
+widened by `CREST_RADIUS`, count fully and the rest `FLOOR`. An unsure pixel on a crest
+is a membrane that may break and merge two cells; one inside a cell at most adds a speck
+that splits nothing.
+
+A network can also be sure and wrong: fed noise, the bundled model calls it all interior
+with P(membrane) < 0.05, and neither measure sees it. So interior farther from any
+membrane than a model's ``reach`` (half its training tile: wider than the windows it
+learnt from, where cells merged by a missed membrane show) counts as unsure too, up to 1
+at twice the reach (`far_from_membrane`). docs/prediction.md has the evidence behind these
+choices (benchmarks/bench_active_correction.py).
+
+`rank` scores each slice (the mean of its map) and each square region of a slice, so a
+user corrects the slices that pay most first, and looks first where a slice is least sure.
+"""
+
+import csv
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+from scipy import ndimage as ndi
+
+from napari_unet.io.stacks import atomic_write
+from napari_unet.jobs import drain
+from napari_unet.prediction.postprocess import gap_lines
+
+CREST_LEVEL = 0.2
+"""Cells are seeded where P(membrane) is at most this (as `gap_lines`)."""
+CREST_RADIUS = 2
+"""Pixels either side of a crest line that count fully."""
+FLOOR = 0.25
+"""Weight of the pixels away from every crest."""
+REGION = 128
+"""Side, in pixels, of the square regions a slice is ranked by."""
+
+
+def margin(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Return how close P(membrane) is to the threshold: 1 at it, 0 at 0 and 1.
+
+    Parameters
+    ----------
+    probabilities : ndarray
+        P(membrane) in [0, 1].
+    threshold : float
+        The mask's threshold, in (0, 1).
+
+    Returns
+    -------
+    margin : float32 ndarray
+        In [0, 1], the shape of ``probabilities``.
+    """
+    p = np.asarray(probabilities, dtype=np.float32)
+    below = p <= threshold
+    distance = np.where(below, (threshold - p) / threshold, (p - threshold) / (1 - threshold))
+    return np.clip(1 - distance, 0, 1).astype(np.float32)
+
+
+def disagreement(spread: np.ndarray) -> np.ndarray:
+    """Scale the standard deviation of test-time-augmented predictions to [0, 1].
+
+    Values in [0, 1] have a standard deviation of at most 1/2 (half at 0, half at 1).
+    """
+    return np.clip(2 * np.asarray(spread, dtype=np.float32), 0, 1)
+
+
+def crest_weight(probabilities: np.ndarray, *, level: float = CREST_LEVEL,
+                 radius: int = CREST_RADIUS, floor: float = FLOOR) -> np.ndarray:
+    """Return 1 near the crests where the cells of a slice meet, ``floor`` elsewhere.
+
+    Parameters
+    ----------
+    probabilities : (Y, X) or (Z, Y, X) ndarray
+        P(membrane); slice by slice.
+    level : float
+        Cells are seeded where P(membrane) is at most this.
+    radius : int
+        Pixels either side of a crest line that count fully.
+    floor : float
+        Weight away from the crests, in [0, 1].
+
+    Returns
+    -------
+    weight : float32 ndarray
+    """
+    lines = gap_lines(probabilities, level=level)
+    disk = np.ones((2 * radius + 1,) * 2, bool)
+    footprint = disk if lines.ndim == 2 else disk[None]
+    near = ndi.binary_dilation(lines, structure=footprint)
+    return np.where(near, np.float32(1), np.float32(floor))
+
+
+def far_from_membrane(probabilities: np.ndarray, *, threshold: float, reach: float) -> np.ndarray:
+    """Return 0 within ``reach`` of a membrane, rising to 1 at twice that, slice by slice.
+
+    A slice without any membrane is 1 everywhere.
+
+    Parameters
+    ----------
+    probabilities : (Y, X) or (Z, Y, X) ndarray
+        P(membrane); membrane above ``threshold``.
+    threshold : float
+    reach : float
+        In pixels (`reach_of`).
+
+    Returns
+    -------
+    far : float32 ndarray
+    """
+    membrane = np.asarray(probabilities) > threshold
+    stack = membrane[None] if membrane.ndim == 2 else membrane
+    far = np.ones(stack.shape, np.float32)
+    for plane, out in zip(stack, far, strict=True):
+        if plane.any():
+            distance = ndi.distance_transform_edt(~plane)
+            out[:] = np.clip((distance - reach) / reach, 0, 1)
+    return far[0] if membrane.ndim == 2 else far
+
+
+def reach_of(config) -> float:
+    """Return the reach of `far_from_membrane` for a model: half its training tile, in pixels."""
+    return config.train.tile / 2
+
+
+def uncertainty_map(probabilities: np.ndarray, *, threshold: float = 0.5,
+                    spread: np.ndarray | None = None,
+                    reach: float | None = None) -> np.ndarray:
+    """Return the uncertainty of a prediction: margin or disagreement, weighted to the crests.
+
+    Parameters
+    ----------
+    probabilities : (Y, X) or (Z, Y, X) ndarray
+        P(membrane).
+    threshold : float
+        The mask's threshold (for the margin).
+    spread : ndarray or None
+        The standard deviation of the test-time-augmented predictions, the
+        shape of ``probabilities``; None: use the margin.
+    reach : float or None
+        Interior farther than this from any membrane is unsure too
+        (`far_from_membrane`); None: no such term.
+
+    Returns
+    -------
+    uncertainty : float32 ndarray
+        In [0, 1], the shape of ``probabilities``.
+    """
+    raw = margin(probabilities, threshold) if spread is None else disagreement(spread)
+    unsure = raw * crest_weight(probabilities)
+    if reach is None:
+        return unsure
+    return np.maximum(unsure, far_from_membrane(probabilities, threshold=threshold, reach=reach))
+
+
+def lazy_uncertainty(probabilities: da.Array, *, threshold: float = 0.5,
+                     reach: float | None = None) -> da.Array:
+    """`uncertainty_map` (the margin) of a lazy (Y, X) or (Z, Y, X) array, whole slice by slice."""
+    whole = probabilities.rechunk({-1: -1, -2: -1})
+    return whole.map_blocks(uncertainty_map, threshold=threshold, reach=reach, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Uncertainty per slice and per square region of each slice.
+
+    Attributes
+    ----------
+    slices : (Z,) float ndarray
+        The mean uncertainty of each slice (NaN: a slice not predicted yet).
+    regions : (Z, R, C) float ndarray
+        The mean uncertainty of each ``region`` x ``region`` square (the last
+        row and column may be narrower).
+    region : int
+        The squares' side, in pixels.
+    """
+
+    slices: np.ndarray
+    regions: np.ndarray
+    region: int
+
+    @classmethod
+    def unknown(cls, depth: int, height: int, width: int, region: int = REGION) -> "Ranking":
+        """Return the ranking of a stack none of whose slices is predicted yet."""
+        shape = region_sizes(height, width, region).shape
+        return cls(np.full(depth, np.nan), np.full((depth, *shape), np.nan), region)
+
+    def with_slice(self, z: int, other: "Ranking") -> "Ranking":
+        """Return this ranking with slice ``z`` scored as the one slice of ``other``."""
+        if other.region != self.region or other.regions.shape[1:] != self.regions.shape[1:]:
+            raise ValueError("rankings of different slice or region sizes")
+        slices, regions = self.slices.copy(), self.regions.copy()
+        slices[z], regions[z] = other.slices[0], other.regions[0]
+        return Ranking(slices, regions, self.region)
+
+    def order(self) -> list[int]:
+        """Return the predicted slices, least sure first (ties: the lower slice first)."""
+        known = np.flatnonzero(~np.isnan(self.slices))
+        return [int(z) for z in known[np.argsort(-self.slices[known], kind="stable")]]
+
+    def hotspot(self, z: int) -> tuple[int, int]:
+        """Return the (row, column) pixel at the centre of slice ``z``'s least sure region."""
+        r, c = np.unravel_index(int(np.argmax(self.regions[z])), self.regions[z].shape)
+        return int(r * self.region + self.region // 2), int(c * self.region + self.region // 2)
+
+    def write_csv(self, path: str | os.PathLike) -> Path:
+        """Write one row per slice, least sure first: rank, slice, score, hotspot row and column.
+
+        Written whole or not at all (`napari_unet.io.stacks.atomic_write`).
+        """
+        def write(tmp):
+            with open(tmp, "w", newline="") as file:
+                out = csv.writer(file)
+                out.writerow(["rank", "slice", "uncertainty", "hotspot_y", "hotspot_x"])
+                for place, z in enumerate(self.order(), start=1):
+                    y, x = self.hotspot(z)
+                    out.writerow([place, z, f"{self.slices[z]:.6f}", y, x])
+
+        return atomic_write(Path(path), write)
+
+
+def region_means(plane: np.ndarray, region: int) -> np.ndarray:
+    """Return the mean of each ``region`` x ``region`` square of a (Y, X) plane."""
+    height, width = plane.shape
+    sums = np.add.reduceat(np.add.reduceat(plane.astype(np.float64), np.arange(0, height, region),
+                                           axis=0), np.arange(0, width, region), axis=1)
+    return sums / region_sizes(height, width, region)
+
+
+def region_sizes(height: int, width: int, region: int) -> np.ndarray:
+    """Return the pixels in each square of `region_means` (the last ones may be narrower)."""
+    return np.outer(np.diff([*range(0, height, region), height]),
+                    np.diff([*range(0, width, region), width]))
+
+
+@dataclass(frozen=True)
+class RankProgress:
+    """Slices ranked so far, of how many."""
+
+    done: int
+    total: int
+
+
+def rank_slices(uncertainty, *, region: int = REGION) -> Generator[RankProgress, None, Ranking]:
+    """Score each slice and each square region of an uncertainty map, slice by slice.
+
+    Parameters
+    ----------
+    uncertainty : (Y, X) or (Z, Y, X) ndarray or dask array
+        From `uncertainty_map` (or `lazy_uncertainty`: read and computed one slice
+        at a time).
+    region : int
+        Side of the squares, in pixels.
+
+    Yields
+    ------
+    progress : RankProgress
+        After every slice.
+
+    Returns
+    -------
+    ranking : Ranking
+    """
+    stack = uncertainty[None] if uncertainty.ndim == 2 else uncertainty
+    sizes = region_sizes(stack.shape[1], stack.shape[2], region)
+    regions = np.empty((len(stack), *sizes.shape))
+    for z in range(len(stack)):
+        regions[z] = region_means(np.asarray(stack[z]), region)
+        yield RankProgress(z + 1, len(stack))
+    slices = (regions * sizes).sum(axis=(1, 2)) / sizes.sum()
+    return Ranking(slices, regions, region)
+
+
+def rank(uncertainty, *, region: int = REGION) -> Ranking:
+    """Run `rank_slices` to the end (for maps in memory)."""
+    return drain(rank_slices(uncertainty, region=region))
