@@ -186,7 +186,7 @@ def test_mixed_outputs_refused(model_path, stack, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["image", "link", "hardlink", "probabilities", "cells", "model",
-                                  "twice", "zarr"])
+                                  "twice", "zarr", "uncertainty", "ranking"])
 def test_outputs_never_replace_an_input(model_path, stack, tmp_path, capsys, case):
     import zarr
 
@@ -197,7 +197,7 @@ def test_outputs_never_replace_an_input(model_path, stack, tmp_path, capsys, cas
     elif case == "hardlink":
         output = tmp_path / "hard.tif"
         os.link(stack, output)
-    elif case in ("probabilities", "cells"):
+    elif case in ("probabilities", "cells", "uncertainty", "ranking"):
         output, extra = tmp_path / "mask.tif", [f"--{case}", stack]
     elif case == "model":
         output = model_path
@@ -220,6 +220,61 @@ def _contents(folder):
     """Every file under a folder (links followed) with its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file()}
+
+
+def test_writes_the_uncertainty_and_the_ranking(model_path, stack, tmp_path, capsys):
+    import csv
+
+    from napari_unet.prediction.uncertainty import rank, reach_of, uncertainty_map
+
+    code, out, err = run(["predict", model_path, stack, "-o", tmp_path / "m.tif",
+                          "--probabilities", tmp_path / "p.tif", "--uncertainty",
+                          tmp_path / "u.tif", "--ranking", tmp_path / "r.csv", "--device", "cpu"],
+                         capsys)
+    assert code == 0, err
+    assert "ranking the slices by uncertainty ..." in out
+    probs, unsure = tifffile.imread(tmp_path / "p.tif"), tifffile.imread(tmp_path / "u.tif")
+    config = load_model(model_path).config
+    expected = uncertainty_map(probs, threshold=0.5, reach=reach_of(config))
+    np.testing.assert_allclose(unsure, expected, atol=1e-6)
+    assert unsure.dtype == np.float32 and tiff_metadata(tmp_path / "u.tif")[KIND_KEY] == \
+        "uncertainty"
+    with open(tmp_path / "r.csv") as file:
+        rows = list(csv.DictReader(file))
+    ranking = rank(expected)
+    assert [int(r["slice"]) for r in rows] == ranking.order()
+    assert [(int(r["hotspot_y"]), int(r["hotspot_x"])) for r in rows] == \
+        [ranking.hotspot(z) for z in ranking.order()]
+    # a large volume: the same map as zarr, the same ranking
+    code, _, err = run(["predict", model_path, stack, "-o", tmp_path / "m.zarr",
+                        "--uncertainty", tmp_path / "u.zarr", "--ranking", tmp_path / "rz.csv",
+                        "--block", "1,32,32", "--device", "cpu"], capsys)
+    assert code == 0, err
+    import zarr
+
+    lazy = zarr.open_array(tmp_path / "u.zarr")
+    assert lazy.chunks == (1, 32, 32)
+    np.testing.assert_allclose(lazy[:], unsure, atol=1e-5)
+    assert (tmp_path / "rz.csv").read_text().splitlines()[0] == \
+        (tmp_path / "r.csv").read_text().splitlines()[0]
+    assert [line.split(",")[1] for line in (tmp_path / "rz.csv").read_text().splitlines()] == \
+        [line.split(",")[1] for line in (tmp_path / "r.csv").read_text().splitlines()]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(("flag", "name", "message"), [
+    ("--ranking", "r.txt", "--ranking writes a .csv table"),
+    ("--uncertainty", "u.png", "write .tif, .tiff or .zarr"),
+    ("--ranking", "exists.csv", "exists; use --overwrite"),
+])
+def test_uncertainty_mistakes_write_nothing(model_path, stack, tmp_path, capsys, flag, name,
+                                            message):
+    (tmp_path / "exists.csv").write_text("precious")
+    before = _contents(tmp_path)
+    code, _, err = run(["predict", model_path, stack, "-o", tmp_path / "m.tif", flag,
+                        tmp_path / name, "--device", "cpu"], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert _contents(tmp_path) == before
 
 
 def test_tile_is_rounded_with_a_notice(model_path, stack, tmp_path, capsys):

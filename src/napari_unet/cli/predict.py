@@ -8,7 +8,10 @@ from pathlib import Path
 
 from napari_unet.errors import InputError
 
-FLAGS = {"mask": "-o", "probabilities": "--probabilities", "cells": "--cells"}
+FLAGS = {"mask": "-o", "probabilities": "--probabilities", "uncertainty": "--uncertainty",
+         "cells": "--cells", "ranking": "--ranking"}
+ARRAYS = ("mask", "probabilities", "uncertainty", "cells")
+"""The outputs written as TIFF (or zarr); the ranking is a CSV table."""
 
 
 def _outputs(args: argparse.Namespace) -> dict[str, Path]:
@@ -20,7 +23,8 @@ def _outputs(args: argparse.Namespace) -> dict[str, Path]:
     from napari_unet.io.stacks import check_not_inputs
     from napari_unet.model.files import model_path
 
-    outputs = {"mask": args.output, "probabilities": args.probabilities, "cells": args.cells}
+    outputs = {"mask": args.output, "probabilities": args.probabilities,
+               "uncertainty": args.uncertainty, "cells": args.cells, "ranking": args.ranking}
     outputs = {kind: Path(path) for kind, path in outputs.items() if path}
     check_not_inputs({FLAGS[kind]: path for kind, path in outputs.items()},
                      {"the input image": Path(args.images),
@@ -30,10 +34,13 @@ def _outputs(args: argparse.Namespace) -> dict[str, Path]:
             raise InputError(f"{path.parent}: no such folder (for the {kind})")
         if path.exists() and not args.overwrite:
             raise InputError(f"{path} exists; use --overwrite to replace it")
-        if path.suffix.lower() not in (".tif", ".tiff", ".zarr"):
+        if kind == "ranking":
+            if path.suffix.lower() != ".csv":
+                raise InputError(f"{path}: --ranking writes a .csv table")
+        elif path.suffix.lower() not in (".tif", ".tiff", ".zarr"):
             raise InputError(f"{path}: write .tif, .tiff or .zarr")
     zarr_outputs = {kind for kind, path in outputs.items() if path.suffix.lower() == ".zarr"}
-    if zarr_outputs and zarr_outputs != set(outputs):
+    if zarr_outputs and zarr_outputs != set(outputs) - {"ranking"}:
         raise InputError("write either all outputs as .zarr (large volumes) or none")
     if "cells" in zarr_outputs:
         raise InputError("--cells is written as TIFF only; cell labels of a large volume are "
@@ -145,6 +152,7 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
     from napari_unet.devices import autocast_dtype, pick_device
     from napari_unet.model.files import ModelFile
     from napari_unet.prediction.pipeline import open_model, volume_job
+    from napari_unet.prediction.uncertainty import reach_of
     from napari_unet.prediction.volume import publish, threshold_volume
 
     model_file = open_model(args.model)
@@ -177,12 +185,49 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
             threshold_volume(probabilities, staged, threshold=threshold, close_gaps=close_gaps,
                              convention="isbi" if args.isbi else "membrane")
             publish(staged, mask)  # --overwrite was checked before any work
+        _uncertainty_outputs(outputs, probabilities, scratch, threshold,
+                             reach_of(model_file.config))
     finally:
         if client is not None:
             client.close()
         shutil.rmtree(scratch, ignore_errors=True)
     print("wrote " + ", ".join(str(path) for path in outputs.values()))
     return 0
+
+
+def _uncertainty_outputs(outputs: dict[str, Path], probabilities: Path, scratch: Path,
+                         threshold: float, reach: float) -> None:
+    """Write a large volume's uncertainty (zarr) and ranking (CSV), when asked for.
+
+    The uncertainty is built in a hidden folder beside its output (``scratch`` when it
+    is not kept) and moved into place whole.
+    """
+    if "uncertainty" not in outputs and "ranking" not in outputs:
+        return
+    import shutil
+    import tempfile
+
+    import dask.array as da
+
+    from napari_unet.prediction.uncertainty import rank_slices
+    from napari_unet.prediction.volume import publish, uncertainty_volume
+
+    target = outputs.get("uncertainty")
+    staging = Path(tempfile.mkdtemp(prefix=".napari-unet.", dir=target.parent)) if target \
+        else scratch
+    try:
+        staged = staging / "uncertainty.zarr"
+        with step("computing the uncertainty"):
+            uncertainty_volume(probabilities, staged, threshold=threshold, reach=reach)
+        if "ranking" in outputs:
+            ranking = _drain(rank_slices(da.from_zarr(str(staged))), "slice")
+            with step(f"writing the ranking to {outputs['ranking']}"):
+                ranking.write_csv(outputs["ranking"])
+        if target:
+            publish(staged, target)
+    finally:
+        if staging != scratch:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -209,9 +254,10 @@ def run_predict(args: argparse.Namespace) -> int:
                     min_size=args.min_cell_size if "cells" in outputs else None,
                     device=device, tile=_tile(args, model_file),
                     batch_size=args.batch_size, autocast_dtype=autocast_dtype(device),
-                    tta=args.tta)
+                    tta=args.tta, uncertainty=bool({"uncertainty", "ranking"} & set(outputs)))
     result = _drain(job, "tile", {
         "mask": f"computing the mask ({describe_mask(threshold, close_gaps)})",
+        "uncertainty": "ranking the slices by uncertainty",
         "cells": "labelling cells (watershed of the probabilities)"})
     write = functools.partial(write_export, convention="isbi" if args.isbi else "membrane",
                               overwrite=args.overwrite)
@@ -220,9 +266,15 @@ def run_predict(args: argparse.Namespace) -> int:
     if "probabilities" in outputs:
         with step(f"writing the probabilities to {outputs['probabilities']}"):
             write("probabilities", outputs["probabilities"], result.probabilities)
+    if "uncertainty" in outputs:
+        with step(f"writing the uncertainty to {outputs['uncertainty']}"):
+            write("uncertainty", outputs["uncertainty"], result.uncertainty)
     if "cells" in outputs:
         with step(f"writing the cells to {outputs['cells']}"):
             write("cells", outputs["cells"], result.cells)
+    if "ranking" in outputs:
+        with step(f"writing the ranking to {outputs['ranking']}"):
+            result.ranking.write_csv(outputs["ranking"])
     print("wrote " + ", ".join(str(path) for path in outputs.values()))
     return 0
 
@@ -244,6 +296,13 @@ def add_predict(jobs) -> None:
                         help="mask file: .tif, or .zarr for large volumes")
     parser.add_argument("--probabilities", metavar="PROB.tif", help="also write P(membrane)")
     parser.add_argument("--cells", metavar="CELLS.tif", help="also write cell instance labels")
+    parser.add_argument("--uncertainty", metavar="UNC.tif",
+                        help="also write the uncertainty map in [0, 1] (.tif, or .zarr for "
+                        "large volumes): near the threshold (or, with --tta, where the 8 "
+                        "predictions disagree), weighted towards the crests between cells")
+    parser.add_argument("--ranking", metavar="RANKING.csv",
+                        help="also write the slices ranked by uncertainty, least sure first, "
+                        "with the centre of each slice's least sure 128-pixel square")
     parser.add_argument("--tile", type=int, help="output tile side (default: the model's); "
                         "rounded to a size the network can use, with a notice")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (4)")
