@@ -1,5 +1,8 @@
 """napari writers: Labels as a mask TIFF (255 = membrane) or cell labels; probabilities.
 
+An Image layer is written as float32 probabilities, or as the uncertainty map when the
+Prediction widget made it.
+
 napari reads a ValueError from a writer as "wrong format" and hides its message,
 so these raise OSError with the one-line reason instead. No file is ever replaced.
 """
@@ -11,6 +14,7 @@ from napari_unet.io.stacks import write_export
 PREDICTED = "napari-unet-prediction"
 """Layer metadata key of the layers the Prediction widget writes; its value names the layer."""
 CELLS = "cells"
+UNCERTAINTY = "membrane uncertainty"
 
 
 def _write(kind: str, path: str, data) -> list[str]:
@@ -53,14 +57,14 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
 
 
 def write_probabilities(path: str, data, meta: dict) -> list[str]:
-    """Write an Image layer (membrane probabilities) as a float32 TIFF.
+    """Write an Image layer (membrane probabilities, or uncertainty) as a float32 TIFF.
 
     Parameters
     ----------
     path : str
     data : (Y, X) or (Z, Y, X) float ndarray
     meta : dict
-        Layer attributes from napari (unused).
+        Layer attributes from napari; its metadata tells an uncertainty layer.
 
     Returns
     -------
@@ -71,4 +75,5 @@ def write_probabilities(path: str, data, meta: dict) -> list[str]:
     OSError
         When the file exists, the data are not floats, or the write fails.
     """
-    return _write("probabilities", path, data)
+    role = (meta.get("metadata") or {}).get(PREDICTED)
+    return _write("uncertainty" if role == UNCERTAINTY else "probabilities", path, data)

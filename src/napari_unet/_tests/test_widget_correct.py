@@ -5,8 +5,9 @@ import pytest
 
 from napari_unet._widgets import correct, prediction, runner
 from napari_unet._widgets.correct import CorrectWidget, retrained_path
+from napari_unet._widgets.layers import camera
 from napari_unet._widgets.prediction import MASK, PredictionWidget
-from napari_unet._widgets.session import CORRECTED, session
+from napari_unet._widgets.session import CORRECTED, session, slice_ranking
 from napari_unet.model.files import load_model
 from napari_unet.training.train import last_path_for
 
@@ -172,3 +173,88 @@ def test_bundled_model_retrains_into_the_users_folder(widget, tmp_path, monkeypa
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "isbi2012-retrained.pt").touch()
     assert retrained_path(BUNDLED["isbi2012"]).name == "isbi2012-retrained-2.pt"
+
+
+def next_listed(widget):
+    return [widget.next_list.item(i).text() for i in range(widget.next_list.count())]
+
+
+def in_view(viewer):
+    return viewer.dims.current_step[0]
+
+
+def predict_stack(viewer, model_path, qtbot, **settings):
+    predictor = PredictionWidget(viewer)
+    predictor.device.value = "cpu"
+    predictor.model.value = model_path
+    for name, value in settings.items():
+        getattr(predictor, name).value = value
+    predictor.predict_stack()
+    qtbot.waitUntil(lambda: not predictor.running, timeout=20_000)
+    assert not predictor.status.text().startswith("error"), predictor.status.text()
+    return predictor
+
+
+def test_correct_next_ranks_the_slices_jumps_and_marks_them_done(widget, viewer, model_path,
+                                                                 qtbot):
+    assert next_listed(widget) == []
+    widget.go_next()
+    assert "predict the stack first" in widget.errors[-1]
+    predict_stack(viewer, model_path, qtbot)
+    mask = viewer.layers[MASK]
+    ranking = slice_ranking(mask)
+    order = ranking.order()
+    assert sorted(order) == [0, 1, 2, 3]
+    assert next_listed(widget) == [f"{i}. slice {z}   {ranking.slices[z]:.3f}"
+                                   for i, z in enumerate(order, start=1)]
+    # Next: the least sure slice, centred on its least sure square
+    viewer.dims.set_current_step(0, order[-1])
+    camera(viewer).center = (0, 0, 0)
+    widget.go_next()
+    assert in_view(viewer) == order[0]
+    np.testing.assert_allclose(camera(viewer).center[-2:], ranking.hotspot(order[0]))
+    assert f"slice {order[0]}:" in widget.status.text()
+    # painting it marks it done; Next moves on, and on again when a slice is skipped
+    mask.paint((order[0], 10, 10), 3 - int(mask.data[order[0], 10, 10]))  # 1 <-> 2
+    assert next_listed(widget)[0].endswith("✓ corrected")
+    assert widget.corrected == [order[0]]
+    widget.go_next()
+    assert in_view(viewer) == order[1]
+    widget.go_next()  # order[1] left as it is: skipped
+    assert in_view(viewer) == order[2]
+    widget.set_corrected(order)
+    widget.go_next()
+    assert "every ranked slice is marked as corrected" in widget.errors[-1]
+    assert in_view(viewer) == order[2]
+
+
+def test_double_click_jumps_to_a_slice(widget, viewer, model_path, qtbot):
+    predict_stack(viewer, model_path, qtbot)
+    item = widget.next_list.item(3)
+    widget.next_list.itemDoubleClicked.emit(item)
+    assert in_view(viewer) == slice_ranking(viewer.layers[MASK]).order()[3]
+
+
+def test_correct_next_works_on_a_stack_predicted_block_by_block(widget, viewer, model_path,
+                                                                qtbot, isbi_small, tmp_path):
+    import dask.array as da
+
+    viewer.layers.remove(MASK)
+    lazy = viewer.add_image(da.from_array(isbi_small[0], chunks=(1, 64, 64)), name="lazy em")
+    predictor = PredictionWidget(viewer)
+    predictor.reset_choices()
+    predictor.image_layer.value = lazy
+    predictor.volume_output.value = tmp_path / "p.zarr"
+    predictor.device.value = "cpu"
+    predictor.model.value = model_path
+    predictor.predict_stack()
+    qtbot.waitUntil(lambda: not predictor.running, timeout=20_000)
+    widget.reset_choices()
+    mask = viewer.layers[-1]
+    assert isinstance(mask.data, da.Array)
+    widget.mask_layer.value = mask
+    order = slice_ranking(mask).order()
+    assert len(next_listed(widget)) == 4 and next_listed(widget)[0].startswith(
+        f"1. slice {order[0]} ")
+    widget.go_next()
+    assert in_view(viewer) == order[0]

@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 
 from napari_unet._widgets import runner
-from napari_unet._widgets.prediction import CELLS, MASK, PROBABILITY, PredictionWidget
+from napari_unet._widgets.prediction import (
+    CELLS,
+    MASK,
+    PROBABILITY,
+    UNCERTAINTY,
+    PredictionWidget,
+)
+from napari_unet._widgets.session import slice_ranking
 from napari_unet.model.files import load_model, save_model
 from napari_unet.prediction.postprocess import cell_labels, membrane_mask
+from napari_unet.prediction.uncertainty import reach_of, uncertainty_map
 
 
 @pytest.fixture
@@ -57,7 +65,7 @@ def test_gap_closing_follows_the_model(widget, model_path, qtbot, tmp_path):
         layers[PROBABILITY].data, threshold=0.42, close_gaps=0.3))
 
 
-def test_predict_stack_adds_three_layers(widget, model_path, qtbot, isbi_small):
+def test_predict_stack_adds_its_layers(widget, model_path, qtbot, isbi_small):
     widget.model.value = model_path
     widget.threshold.value = 0.5
     widget.cells.value = True
@@ -70,6 +78,15 @@ def test_predict_stack_adds_three_layers(widget, model_path, qtbot, isbi_small):
     np.testing.assert_array_equal(mask, np.where(prob > 0.5, 1, 2))
     np.testing.assert_array_equal(cells, cell_labels(prob, threshold=0.5, min_size=30))
     assert widget.progress.value() == widget.progress.maximum() > 0
+    # the uncertainty, hidden, and the slices ranked by it on the mask
+    unsure = layers[UNCERTAINTY]
+    assert not unsure.visible
+    reach = reach_of(load_model(model_path).config)
+    np.testing.assert_allclose(unsure.data, uncertainty_map(prob, threshold=0.5, reach=reach),
+                               atol=1e-6)
+    ranking = slice_ranking(layers[MASK])
+    np.testing.assert_allclose(ranking.slices, unsure.data.mean(axis=(1, 2)), rtol=1e-5)
+    assert sorted(ranking.order()) == [0, 1, 2, 3]
     # Outputs are not offered as inputs.
     assert widget.image_layer.choices == (layers["em"],)
 
@@ -87,7 +104,12 @@ def test_slice_runs_fill_one_slice_of_the_same_layers(widget, model_path, qtbot)
     viewer.dims.set_current_step(0, 2)
     run(qtbot, widget, widget.predict_slice)
     assert viewer.layers[PROBABILITY] is prob_layer and viewer.layers[MASK] is mask_layer
-    assert len(viewer.layers) == 3
+    assert len(viewer.layers) == 4  # image, probabilities, mask, uncertainty
+    unsure = viewer.layers[UNCERTAINTY].data
+    assert unsure[1:3].any() and not unsure[[0, 3]].any()
+    ranking = slice_ranking(mask_layer)  # the slices predicted so far, each scored alone
+    assert sorted(ranking.order()) == [1, 2]
+    np.testing.assert_allclose(ranking.slices[1:3], unsure[1:3].mean(axis=(1, 2)), rtol=1e-5)
     assert mask_layer.data[2].min() > 0 and mask_layer.data[1].min() > 0
     assert not mask_layer.data[[0, 3]].any()
     np.testing.assert_array_equal(mask_layer.data[1:3],
@@ -128,8 +150,15 @@ def test_lazy_layer_is_predicted_block_by_block_into_zarr(widget, model_path, qt
     widget.image_layer.value = lazy
     widget.volume_output.value = tmp_path / "p.zarr"
     run(qtbot, widget, widget.predict_stack)
-    prob, mask = viewer.layers[-2], viewer.layers[-1]
+    prob, unsure, mask = viewer.layers[-3], viewer.layers[-2], viewer.layers[-1]
     assert isinstance(prob.data, da.Array) and isinstance(mask.data, da.Array)
+    assert isinstance(unsure.data, da.Array) and not unsure.visible
+    reach = reach_of(load_model(model_path).config)
+    np.testing.assert_allclose(np.asarray(unsure.data),
+                               uncertainty_map(expected, threshold=0.42, reach=reach), atol=1e-4)
+    ranking = slice_ranking(mask)
+    np.testing.assert_allclose(ranking.slices, np.asarray(unsure.data).mean(axis=(1, 2)),
+                               rtol=1e-4)
     assert (tmp_path / "p.zarr").is_dir()
     np.testing.assert_allclose(np.asarray(prob.data), expected, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(mask.data), np.where(expected > 0.42, 1, 2))
@@ -161,11 +190,12 @@ def test_own_package_predicts_as_its_model_file(widget, model_path, qtbot, tmp_p
     widget.model.value = model_path
     run(qtbot, widget, widget.predict_stack)
     layers = widget._viewer.layers
-    expected = {name: layers[name].data.copy() for name in (PROBABILITY, MASK, CELLS)}
+    names = (PROBABILITY, MASK, CELLS, UNCERTAINTY)
+    expected = {name: layers[name].data.copy() for name in names}
     widget.model.value = package
     assert widget.threshold.value == pytest.approx(0.42) and widget.tile.value == 64
     run(qtbot, widget, widget.predict_stack)
-    assert len(layers) == 4  # the same layers, updated in place
+    assert len(layers) == 5  # the same layers, updated in place
     for name, data in expected.items():
         np.testing.assert_array_equal(layers[name].data, data, err_msg=name)
 

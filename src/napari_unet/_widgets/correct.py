@@ -2,11 +2,12 @@
 
 The predicted mask is a Labels layer in the annotation convention, so napari's
 paint, fill and erase tools correct it in place (1 = membrane, 2 = interior,
-0 = not annotated). Every slice painted is added to the list of corrected
-slices (kept in the layer's metadata, see `session`); the user may add or
-remove slices by hand. Retrain fine-tunes the current model with
-`napari_unet.training.train.train` on the corrected slices and every slice of the
-original annotation (`napari_unet.io.labels.retraining_labels`), in the background.
+0 = not annotated). The "correct next" list ranks the slices by the prediction's
+uncertainty and jumps the viewer to the next one to correct (`correct_next`). Every
+slice painted is added to the list of corrected slices (kept in the layer's metadata,
+see `session`); the user may add or remove slices by hand. Retrain fine-tunes the
+current model with `napari_unet.training.train.train` on the corrected slices and every
+slice of the original annotation (`napari_unet.io.labels.retraining_labels`), in the background.
 """
 
 import re
@@ -28,6 +29,7 @@ from napari_unet.training.progress import Event, Progress, TrainResult
 from napari_unet.training.samples import pick_validation
 from napari_unet.training.train import last_path_for, train
 
+from .correct_next import CorrectNext
 from .corrected import CorrectedSlices
 from .layers import full_resolution, layer_picker, pick_first
 from .plot import PlotWidget
@@ -74,6 +76,8 @@ class CorrectWidget(JobWidget):
         self._smoother = Smoother()
         self.form = self._make_form(viewer)
         self.slices = CorrectedSlices(viewer)
+        self.next_list = CorrectNext(viewer)
+        self.next_button = self._next_button()
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.plot = PlotWidget(xlabel="step", ylabel="loss", right_label="V_rand")
@@ -82,6 +86,9 @@ class CorrectWidget(JobWidget):
         self.plot.setMinimumHeight(160)
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
+        layout.addWidget(QLabel("correct next (least sure first, from Prediction):"))
+        layout.addWidget(self.next_list)
+        layout.addWidget(self.next_button)
         layout.addWidget(QLabel("corrected slices (painting adds the slice):"))
         layout.addWidget(self.slices)
         layout.addLayout(self._slice_buttons())
@@ -91,11 +98,14 @@ class CorrectWidget(JobWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.plot, stretch=1)
         self.slices.changed.connect(self._update_summary)
+        self.slices.changed.connect(self.next_list.refresh)
         self.mask_layer.changed.connect(self.slices.set_mask)
+        self.mask_layer.changed.connect(self.next_list.set_mask)
         self.original.changed.connect(self._update_summary)
         self.model.changed.connect(self._on_model_chosen)
         current = session(viewer)
         current.model_changed.connect(self._follow_model)
+        current.ranking_changed.connect(self._on_ranking)
         self.reset_choices()
         if current.model is not None:
             self._follow_model(current.model)
@@ -128,6 +138,27 @@ class CorrectWidget(JobWidget):
         self.device = ComboBox(label="device", choices=device_choices(), value="auto")
         return Container(widgets=[self.image_layer, self.mask_layer, self.original, self.model,
                                   self.output, self.epochs, self.minutes, self.lr, self.device])
+
+    def _on_ranking(self, layer) -> None:
+        if layer is self.slices.mask:
+            self.next_list.refresh()
+
+    def go_next(self) -> None:
+        """Jump the viewer to the next slice to correct, centred on its least sure square."""
+        try:
+            z = self.next_list.go_next()
+        except InputError as err:
+            self.report_error(err)
+            return
+        self.status.setText(f"slice {z}: correct it with the paint tools (or 'Add current "
+                            "slice' if it is right as it is), then Next")
+
+    def _next_button(self) -> QPushButton:
+        button = QPushButton("Next slice to correct")
+        button.setToolTip("go to the least sure slice not corrected yet, centred on its least "
+                          "sure region")
+        button.clicked.connect(self.go_next)
+        return button
 
     def _slice_buttons(self) -> QHBoxLayout:
         self.add_button = QPushButton("Add current slice")
@@ -228,6 +259,7 @@ class CorrectWidget(JobWidget):
         pick_first(self.original, lambda layer: layer is not self.mask_layer.value)
         if self.mask_layer.value is not self.slices.mask:
             self.slices.set_mask(self.mask_layer.value)
+            self.next_list.set_mask(self.mask_layer.value)
 
     def retrain(self) -> None:
         """Fine-tune the model on the corrected and the originally annotated slices."""

@@ -51,6 +51,12 @@ def current_slice(layer, point) -> int:
     return int(np.clip(z, 0, full_resolution(layer).shape[0] - 1))
 
 
+def camera(viewer):
+    """Return a viewer's camera (``viewer.scene.camera`` since napari 0.9)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
 def slice_translate(translate, scale, index: int | None) -> np.ndarray:
     """Return the translate that puts a one-slice layer on slice ``index`` of a stack.
 

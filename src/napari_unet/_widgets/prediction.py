@@ -5,13 +5,16 @@ napari-unet's own packages run exactly as their model file; another tool's 2D
 single-channel package runs through bioimageio.core
 (`napari_unet.prediction.pipeline.open_model` and `image_job`).
 
-The results go into three layers that later runs update in place, so a mask
-corrected by hand and the probabilities stay one stack layer each. Slices of the
-mask marked as corrected (see `session`) are never overwritten.
+The results go into layers that later runs update in place, so a mask corrected by
+hand and the probabilities stay one stack layer each: probabilities, mask, cells (when
+asked for) and the uncertainty map (hidden; `napari_unet.prediction.uncertainty`). Slices
+of the mask marked as corrected (see `session`) are never overwritten. The slices'
+ranking by uncertainty goes into the mask layer's metadata, where Correct and retrain
+reads its "correct next" list.
 
 A lazy layer (dask or zarr data, possibly larger than memory) is predicted block
 by block into a zarr folder (`napari_unet.prediction.volume.predict_volume`), and its
-probabilities and mask come back as lazy layers: nothing is loaded whole.
+probabilities, mask and uncertainty come back as lazy layers: nothing is loaded whole.
 """
 
 from functools import partial
@@ -24,7 +27,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from napari_unet._writer import CELLS, PREDICTED
+from napari_unet._writer import CELLS, PREDICTED, UNCERTAINTY
 from napari_unet.devices import autocast_dtype, available_devices, pick_device
 from napari_unet.errors import InputError
 from napari_unet.io.labels import INTERIOR, LABEL_COLORS, MEMBRANE
@@ -36,18 +39,21 @@ from napari_unet.prediction.pipeline import (
     model_tile,
     open_model,
     prediction_job,
-    volume_job,
+    ranked_volume_job,
 )
 from napari_unet.prediction.postprocess import lazy_membrane
 from napari_unet.prediction.predict import PredictProgress
+from napari_unet.prediction.uncertainty import Ranking, lazy_uncertainty, reach_of
 
 from .layers import current_slice, full_resolution, is_lazy, layer_picker
 from .runner import Job, JobWidget
-from .session import corrected_slices, session
+from .session import corrected_slices, session, slice_ranking
 
 PROBABILITY, MASK = "membrane probability", "membrane mask"
 LAZY_MASK = "lazy mask"
 """Role of a mask computed on demand from zarr probabilities (shown, not corrected)."""
+UNCERTAINTY_STYLE = {"colormap": "viridis", "contrast_limits": (0.0, 1.0), "blending": "additive"}
+"""How the uncertainty layer looks (hidden at first): bright where the model is least sure."""
 DEFAULT_VOLUME_OUTPUT = Path.home() / "napari-unet" / "probabilities.zarr"
 MARK = PREDICTED
 """Layer metadata key of the layers this widget writes (not offered as input images); its
@@ -197,7 +203,7 @@ class PredictionWidget(JobWidget):
                           model_file.normalization.unit(image), model_file.normalization,
                           tile=self.tile.value, batch_size=self.batch_size.value,
                           autocast_dtype=autocast_dtype(device), tta=self.tta.value,
-                          **settings)
+                          reach=reach_of(model_file.config), **settings)
         return Job(run,
                    "predicting…", progress=_done_of_total, on_return=self._on_result,
                    stopping="stopped")
@@ -213,14 +219,16 @@ class PredictionWidget(JobWidget):
         if not output.parent.is_dir():
             raise InputError(f"large output: {output.parent}: no such folder")
         self._target = (None, layer)
-        return Job(partial(volume_job, self._loaded, full_resolution(layer), output,
-                           device=device, tile=self.tile.value, batch_size=self.batch_size.value,
+        return Job(partial(ranked_volume_job, self._loaded, full_resolution(layer), output,
+                           threshold=self.threshold.value, device=device, tile=self.tile.value,
+                           batch_size=self.batch_size.value,
                            autocast_dtype=autocast_dtype(device), tta=self.tta.value),
                    f"predicting {layer.name} block by block into {output}…",
                    progress=_done_of_total, on_return=self._on_volume, stopping="stopped")
 
-    def _on_volume(self, path: Path) -> None:
-        """Show the zarr probabilities and their thresholded mask as lazy layers."""
+    def _on_volume(self, result: tuple[Path, Ranking]) -> None:
+        """Show the zarr probabilities, their mask and uncertainty as lazy layers."""
+        path, ranking = result
         source = self._target[1]
         prob = da.from_zarr(str(path))
         membrane = lazy_membrane(prob, threshold=self.threshold.value,
@@ -230,8 +238,14 @@ class PredictionWidget(JobWidget):
         self._viewer.add_image(prob, name=PROBABILITY, colormap="magma",
                                contrast_limits=(0.0, 1.0), opacity=0.7,
                                metadata={MARK: PROBABILITY}, **where)
-        self._viewer.add_labels(mask, name=MASK, colormap=LABEL_COLORS,
-                                metadata={MARK: LAZY_MASK}, **where)
+        reach = reach_of(self._model_file.config)
+        self._viewer.add_image(lazy_uncertainty(prob, threshold=self.threshold.value,
+                                                reach=reach),
+                               name=UNCERTAINTY, visible=False, metadata={MARK: UNCERTAINTY},
+                               **UNCERTAINTY_STYLE, **where)
+        layer = self._viewer.add_labels(mask, name=MASK, colormap=LABEL_COLORS,
+                                        metadata={MARK: LAZY_MASK}, **where)
+        session(self._viewer).set_ranking(layer, ranking)
         self.status.setText(f"predicted {source.name} into {path} (lazy layers; cells are "
                             "not labelled for lazy data)")
 
@@ -255,6 +269,9 @@ class PredictionWidget(JobWidget):
                     colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.7)
         kept = self._write(MASK, result.mask, z, shape, self._viewer.add_labels,
                            colormap=LABEL_COLORS, keep=True)
+        self._write(UNCERTAINTY, result.uncertainty, z, shape, self._viewer.add_image,
+                    visible=False, **UNCERTAINTY_STYLE)
+        self._rank(result.ranking, z, shape)
         if result.cells is not None:
             cells = result.cells
             existing = self._existing(CELLS, shape, napari.layers.Labels)
@@ -267,6 +284,16 @@ class PredictionWidget(JobWidget):
             message += (f"; kept the corrected mask of slice(s) {', '.join(map(str, kept))} "
                         "(clear them in Correct and retrain to replace them)")
         self.status.setText(message)
+
+    def _rank(self, ranking: Ranking, z: int | None, shape: tuple[int, ...]) -> None:
+        """Leave the slices' ranking on the mask layer, updating slice ``z`` only if given."""
+        mask = self._viewer.layers[MASK]
+        if z is not None:
+            known = slice_ranking(mask)
+            fits = known is not None and known.slices.shape == (shape[0],) \
+                and known.regions.shape[1:] == ranking.regions.shape[1:]
+            ranking = (known if fits else Ranking.unknown(*shape)).with_slice(z, ranking)
+        session(self._viewer).set_ranking(mask, ranking)
 
     def _existing(self, name, shape, kind):
         layer = self._viewer.layers[name] if name in self._viewer.layers else None

@@ -4,7 +4,8 @@ The current model is the one a run just trained, or the one the user loaded; the
 Prediction and Correct-and-retrain widgets follow it. The weight map and
 augmentation settings tuned in the previews are the ones Training uses.
 Corrected slices live in the mask layer's metadata, so that they travel with the
-layer: the Prediction widget never overwrites them and Retrain trains on them.
+layer: the Prediction widget never overwrites them and Retrain trains on them. So does
+the ranking of the slices by uncertainty that Prediction leaves there for "correct next".
 """
 
 import weakref
@@ -18,6 +19,8 @@ from napari_unet.training.weights import WeightConfig
 
 CORRECTED = "napari-unet-corrected"
 """Mask layer metadata key: sorted list of the slices corrected by hand."""
+RANKING = "napari-unet-ranking"
+"""Mask layer metadata key: the `~napari_unet.prediction.uncertainty.Ranking` of its slices."""
 
 
 class Session:
@@ -29,6 +32,8 @@ class Session:
         The current model file.
     model_changed : Signal
         Emitted with the new path when the current model changes.
+    ranking_changed : Signal
+        Emitted with the mask layer whose ranking by uncertainty changed (`set_ranking`).
     weights : WeightConfig
         The weight map settings of the Weight map preview.
     augment : AugmentConfig
@@ -39,6 +44,7 @@ class Session:
 
     model_changed = Signal(Path)
     settings_changed = Signal()
+    ranking_changed = Signal(object)
 
     def __init__(self):
         self.model: Path | None = None
@@ -57,6 +63,11 @@ class Session:
     def training_base(self) -> Config:
         """Return the settings Training takes from the previews (its form sets the rest)."""
         return Config(weights=self.weights, augment=self.augment)
+
+    def set_ranking(self, layer, ranking) -> None:
+        """Leave a mask layer's ranking by uncertainty in its metadata; say so."""
+        layer.metadata[RANKING] = ranking
+        self.ranking_changed.emit(layer)
 
     def set_model(self, path) -> None:
         """Make ``path`` the current model (widgets following it load it)."""
@@ -85,6 +96,11 @@ def set_corrected_slices(layer, slices) -> list[int]:
     """Mark the slices of a mask layer corrected by hand; return them sorted."""
     layer.metadata[CORRECTED] = sorted({int(z) for z in slices})
     return layer.metadata[CORRECTED]
+
+
+def slice_ranking(layer):
+    """Return the ranking by uncertainty of a mask layer's slices (None: not predicted)."""
+    return layer.metadata.get(RANKING) if layer is not None else None
 
 
 def painted_slices(atoms, ndim: int) -> set[int]:
