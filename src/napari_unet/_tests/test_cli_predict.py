@@ -225,7 +225,7 @@ def _contents(folder):
 def test_writes_the_uncertainty_and_the_ranking(model_path, stack, tmp_path, capsys):
     import csv
 
-    from napari_unet.prediction.uncertainty import rank, reach_of, uncertainty_map
+    from napari_unet.prediction.uncertainty import rank, uncertainty_map
 
     code, out, err = run(["predict", model_path, stack, "-o", tmp_path / "m.tif",
                           "--probabilities", tmp_path / "p.tif", "--uncertainty",
@@ -234,8 +234,7 @@ def test_writes_the_uncertainty_and_the_ranking(model_path, stack, tmp_path, cap
     assert code == 0, err
     assert "ranking the slices by uncertainty ..." in out
     probs, unsure = tifffile.imread(tmp_path / "p.tif"), tifffile.imread(tmp_path / "u.tif")
-    config = load_model(model_path).config
-    expected = uncertainty_map(probs, threshold=0.5, reach=reach_of(config))
+    expected = uncertainty_map(probs, threshold=0.5)
     np.testing.assert_allclose(unsure, expected, atol=1e-6)
     assert unsure.dtype == np.float32 and tiff_metadata(tmp_path / "u.tif")[KIND_KEY] == \
         "uncertainty"

@@ -11,6 +11,7 @@ from napari_unet.model.unet import UNet
 from napari_unet.prediction.pipeline import prediction_job
 from napari_unet.prediction.predict import predict_probabilities
 from napari_unet.prediction.uncertainty import (
+    FAR_WEIGHT,
     FLOOR,
     Ranking,
     crest_weight,
@@ -21,6 +22,7 @@ from napari_unet.prediction.uncertainty import (
     rank,
     rank_slices,
     region_means,
+    typical_reach,
     uncertainty_map,
 )
 
@@ -55,8 +57,9 @@ def test_crest_weight_counts_the_line_between_two_cells_fully():
 
 
 def test_a_faint_crest_between_two_cells_is_the_least_sure_place():
-    faint = uncertainty_map(two_cells(membrane=0.55), threshold=0.5)
-    sure = uncertainty_map(two_cells(membrane=0.99), threshold=0.5)
+    inf = float("inf")  # the margin alone, nothing counts as far from a membrane
+    faint = uncertainty_map(two_cells(membrane=0.55), threshold=0.5, reach=inf)
+    sure = uncertainty_map(two_cells(membrane=0.99), threshold=0.5, reach=inf)
     assert faint[:, 32].min() > 0.8 and sure[:, 32].max() < 0.05
     assert faint[:, :20].max() < 0.1 * faint[:, 32].min()  # confident interior, away from it
 
@@ -65,14 +68,36 @@ def test_uncertainty_uses_the_spread_when_given():
     p = two_cells()
     spread = np.zeros_like(p)
     spread[10, 32] = 0.25
-    u = uncertainty_map(p, threshold=0.5, spread=spread)
+    u = uncertainty_map(p, threshold=0.5, spread=spread, reach=float("inf"))
     assert u[10, 32] == pytest.approx(0.5) and np.count_nonzero(u) == 1
 
 
 def test_lazy_uncertainty_equals_the_map_in_memory():
     p = np.stack([two_cells(membrane=0.6), two_cells(membrane=0.7)])
-    lazy = lazy_uncertainty(da.from_array(p, chunks=(1, 16, 16)), threshold=0.5)
-    np.testing.assert_allclose(lazy.compute(), uncertainty_map(p, threshold=0.5))
+    lazy = da.from_array(p, chunks=(1, 16, 16))
+    reach = typical_reach(lazy, threshold=0.5)
+    assert reach == typical_reach(p, threshold=0.5)
+    np.testing.assert_allclose(lazy_uncertainty(lazy, threshold=0.5, reach=reach).compute(),
+                               uncertainty_map(p, threshold=0.5))
+
+
+def test_typical_reach_is_twice_the_median_distance_to_a_membrane():
+    p = np.full((3, 20, 20), 0.1, np.float32)
+    p[:, :, 0] = 0.9  # a membrane along the left edge: distances 1, 2, ..., 19 in every row
+    assert typical_reach(p, threshold=0.5) == 2 * 10
+    p[1] = 0.9  # a slice of membrane only is not measured
+    assert typical_reach(p, threshold=0.5) == 2 * 10
+    assert typical_reach(np.zeros((2, 8, 8)), threshold=0.5) == float("inf")
+
+
+def test_a_cell_much_wider_than_its_neighbours_is_unsure():
+    """Where a membrane is missed, two cells merge into one twice as wide: it stands out."""
+    p = np.full((96, 192), 0.05, np.float32)
+    for x in (0, 16, 32, 48, 64, 80, 96, 160):  # cells 15 px wide, then one of 63 px
+        p[:, x:x + 1] = 0.95
+    u = uncertainty_map(p, threshold=0.5)
+    merged, narrow = u[:, 97:160], u[:, 1:96]
+    assert narrow.max() < 0.3 and merged[:, 28:36].min() == FAR_WEIGHT
 
 
 def test_region_means_handle_ragged_edges():
@@ -162,6 +187,7 @@ def test_prediction_job_maps_and_ranks_the_uncertainty(tta):
     expected = uncertainty_map(result.probabilities, threshold=0.5, spread=spread)
     np.testing.assert_allclose(result.uncertainty, expected, atol=1e-6)
     np.testing.assert_allclose(result.ranking.slices, expected.mean(axis=(1, 2)), rtol=1e-5)
+    assert result.uncertainty.max() <= 1 and result.uncertainty.min() >= 0
     skipped = drain(prediction_job(model, unit, NORM, threshold=0.5, min_size=None,
                                    device=torch.device("cpu"), tile=40, uncertainty=False))
     assert skipped.uncertainty is None and skipped.ranking is None
@@ -175,25 +201,45 @@ def test_far_from_any_membrane_is_unsure():
     assert far[0, 33 + 48] == pytest.approx(0.5)
     no_membrane = far_from_membrane(np.zeros((2, 16, 16)), threshold=0.5, reach=1000)
     assert (no_membrane == 1).all()
-    assert uncertainty_map(p, threshold=0.5, reach=32)[0, -1] == 1.0
+    assert uncertainty_map(p, threshold=0.5, reach=32)[0, -1] == FAR_WEIGHT
+    assert uncertainty_map(p, threshold=0.5, reach=32)[0, 10] < 0.3
 
 
-@pytest.mark.parametrize("tta", [False, True])
-def test_bundled_model_is_unsure_of_noise_and_unseen_texture_not_of_its_training(tta):
+def _stack_with_strangers(side: int, trained: list[int]) -> np.ndarray:
+    """Slices the bundled model trained on, then noise, stripes and a checkerboard."""
     from napari_unet.io.sample import isbi2012
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:side, :side]
+    strangers = [rng.integers(0, 256, (side, side)),
+                 127 + 100 * np.sin(xx / 3) * np.sin(yy / 7),
+                 ((xx // 12 + yy // 12) % 2) * 120 + 60]
+    return np.concatenate([isbi2012()[0][trained, :side, :side],
+                           np.stack(strangers).astype(np.uint8)])
+
+
+def test_bundled_model_is_unsure_of_noise_and_unseen_textures_not_of_its_training():
     from napari_unet.model.files import load_model
     from napari_unet.prediction.pipeline import image_job
 
     model_file = load_model("isbi2012")
-    assert 0 not in model_file.config.train.val_slices  # slice 0 is one it trained on
-    side = 96 if tta else 192  # TTA is 8 passes
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:side, :side]
-    stack = np.stack([isbi2012()[0][0, :side, :side],
-                      rng.integers(0, 256, (side, side)).astype(np.uint8),  # noise
-                      (127 + 100 * np.sin(xx / 3) * np.sin(yy / 7)).astype(np.uint8)])
+    trained = [0, 1, 2, 3]
+    assert not set(trained) & set(model_file.config.train.val_slices)
+    result = drain(image_job(model_file, _stack_with_strangers(192, trained),
+                             threshold=model_file.threshold, min_size=None, device="cpu"))
+    scores, order = result.ranking.slices, result.ranking.order()
+    assert scores[4] > 2 * scores[:4].max()  # noise: no membrane found at all
+    assert order[0] == 4 and set(order[1:3]) == {5, 6}  # then the two textures
+    assert min(scores[5:]) > 1.1 * scores[:4].max()
+
+
+def test_with_tta_noise_is_the_least_sure():
+    from napari_unet.model.files import load_model
+    from napari_unet.prediction.pipeline import image_job
+
+    model_file = load_model("isbi2012")
+    stack = _stack_with_strangers(96, [0, 1])[:3]  # TTA is 8 passes: small and few
     result = drain(image_job(model_file, stack, threshold=model_file.threshold, min_size=None,
-                             device="cpu", tta=tta))
-    trained, noise, texture = result.ranking.slices
-    assert noise > 5 * trained and texture > 2 * trained
-    assert result.ranking.order()[-1] == 0
+                             device="cpu", tta=True))
+    scores = result.ranking.slices
+    assert result.ranking.order()[0] == 2 and scores[2] > 5 * scores[:2].max()

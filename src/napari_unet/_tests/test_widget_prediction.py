@@ -16,7 +16,7 @@ from napari_unet._widgets.prediction import (
 from napari_unet._widgets.session import slice_ranking
 from napari_unet.model.files import load_model, save_model
 from napari_unet.prediction.postprocess import cell_labels, membrane_mask
-from napari_unet.prediction.uncertainty import reach_of, uncertainty_map
+from napari_unet.prediction.uncertainty import uncertainty_map
 
 
 @pytest.fixture
@@ -81,9 +81,7 @@ def test_predict_stack_adds_its_layers(widget, model_path, qtbot, isbi_small):
     # the uncertainty, hidden, and the slices ranked by it on the mask
     unsure = layers[UNCERTAINTY]
     assert not unsure.visible
-    reach = reach_of(load_model(model_path).config)
-    np.testing.assert_allclose(unsure.data, uncertainty_map(prob, threshold=0.5, reach=reach),
-                               atol=1e-6)
+    np.testing.assert_allclose(unsure.data, uncertainty_map(prob, threshold=0.5), atol=1e-6)
     ranking = slice_ranking(layers[MASK])
     np.testing.assert_allclose(ranking.slices, unsure.data.mean(axis=(1, 2)), rtol=1e-5)
     assert sorted(ranking.order()) == [0, 1, 2, 3]
@@ -153,9 +151,8 @@ def test_lazy_layer_is_predicted_block_by_block_into_zarr(widget, model_path, qt
     prob, unsure, mask = viewer.layers[-3], viewer.layers[-2], viewer.layers[-1]
     assert isinstance(prob.data, da.Array) and isinstance(mask.data, da.Array)
     assert isinstance(unsure.data, da.Array) and not unsure.visible
-    reach = reach_of(load_model(model_path).config)
     np.testing.assert_allclose(np.asarray(unsure.data),
-                               uncertainty_map(expected, threshold=0.42, reach=reach), atol=1e-4)
+                               uncertainty_map(expected, threshold=0.42), atol=1e-4)
     ranking = slice_ranking(mask)
     np.testing.assert_allclose(ranking.slices, np.asarray(unsure.data).mean(axis=(1, 2)),
                                rtol=1e-4)

@@ -35,6 +35,7 @@ from napari_unet.model.files import BUNDLED, ModelFile, is_bundled
 from napari_unet.prediction.foreign import ForeignModel
 from napari_unet.prediction.pipeline import (
     Prediction,
+    RankedVolume,
     image_job,
     model_tile,
     open_model,
@@ -43,7 +44,7 @@ from napari_unet.prediction.pipeline import (
 )
 from napari_unet.prediction.postprocess import lazy_membrane
 from napari_unet.prediction.predict import PredictProgress
-from napari_unet.prediction.uncertainty import Ranking, lazy_uncertainty, reach_of
+from napari_unet.prediction.uncertainty import Ranking, lazy_uncertainty
 
 from .layers import current_slice, full_resolution, is_lazy, layer_picker
 from .runner import Job, JobWidget
@@ -203,7 +204,7 @@ class PredictionWidget(JobWidget):
                           model_file.normalization.unit(image), model_file.normalization,
                           tile=self.tile.value, batch_size=self.batch_size.value,
                           autocast_dtype=autocast_dtype(device), tta=self.tta.value,
-                          reach=reach_of(model_file.config), **settings)
+                          **settings)
         return Job(run,
                    "predicting…", progress=_done_of_total, on_return=self._on_result,
                    stopping="stopped")
@@ -226,9 +227,9 @@ class PredictionWidget(JobWidget):
                    f"predicting {layer.name} block by block into {output}…",
                    progress=_done_of_total, on_return=self._on_volume, stopping="stopped")
 
-    def _on_volume(self, result: tuple[Path, Ranking]) -> None:
+    def _on_volume(self, result: RankedVolume) -> None:
         """Show the zarr probabilities, their mask and uncertainty as lazy layers."""
-        path, ranking = result
+        path = result.path
         source = self._target[1]
         prob = da.from_zarr(str(path))
         membrane = lazy_membrane(prob, threshold=self.threshold.value,
@@ -238,14 +239,13 @@ class PredictionWidget(JobWidget):
         self._viewer.add_image(prob, name=PROBABILITY, colormap="magma",
                                contrast_limits=(0.0, 1.0), opacity=0.7,
                                metadata={MARK: PROBABILITY}, **where)
-        reach = reach_of(self._model_file.config)
         self._viewer.add_image(lazy_uncertainty(prob, threshold=self.threshold.value,
-                                                reach=reach),
+                                                reach=result.reach),
                                name=UNCERTAINTY, visible=False, metadata={MARK: UNCERTAINTY},
                                **UNCERTAINTY_STYLE, **where)
         layer = self._viewer.add_labels(mask, name=MASK, colormap=LABEL_COLORS,
                                         metadata={MARK: LAZY_MASK}, **where)
-        session(self._viewer).set_ranking(layer, ranking)
+        session(self._viewer).set_ranking(layer, result.ranking)
         self.status.setText(f"predicted {source.name} into {path} (lazy layers; cells are "
                             "not labelled for lazy data)")
 

@@ -152,7 +152,6 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
     from napari_unet.devices import autocast_dtype, pick_device
     from napari_unet.model.files import ModelFile
     from napari_unet.prediction.pipeline import open_model, volume_job
-    from napari_unet.prediction.uncertainty import reach_of
     from napari_unet.prediction.volume import publish, threshold_volume
 
     model_file = open_model(args.model)
@@ -185,8 +184,7 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
             threshold_volume(probabilities, staged, threshold=threshold, close_gaps=close_gaps,
                              convention="isbi" if args.isbi else "membrane")
             publish(staged, mask)  # --overwrite was checked before any work
-        _uncertainty_outputs(outputs, probabilities, scratch, threshold,
-                             reach_of(model_file.config))
+        _uncertainty_outputs(outputs, probabilities, scratch, threshold)
     finally:
         if client is not None:
             client.close()
@@ -196,7 +194,7 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
 
 
 def _uncertainty_outputs(outputs: dict[str, Path], probabilities: Path, scratch: Path,
-                         threshold: float, reach: float) -> None:
+                         threshold: float) -> None:
     """Write a large volume's uncertainty (zarr) and ranking (CSV), when asked for.
 
     The uncertainty is built in a hidden folder beside its output (``scratch`` when it
@@ -218,7 +216,7 @@ def _uncertainty_outputs(outputs: dict[str, Path], probabilities: Path, scratch:
     try:
         staged = staging / "uncertainty.zarr"
         with step("computing the uncertainty"):
-            uncertainty_volume(probabilities, staged, threshold=threshold, reach=reach)
+            uncertainty_volume(probabilities, staged, threshold=threshold)
         if "ranking" in outputs:
             ranking = _drain(rank_slices(da.from_zarr(str(staged))), "slice")
             with step(f"writing the ranking to {outputs['ranking']}"):

@@ -37,7 +37,7 @@ from napari_unet.prediction.uncertainty import (
     lazy_uncertainty,
     rank,
     rank_slices,
-    reach_of,
+    typical_reach,
     uncertainty_map,
 )
 from napari_unet.prediction.volume import VolumeProgress, predict_volume
@@ -97,7 +97,6 @@ def prediction_job(
     device: torch.device,
     close_gaps: float | None = None,
     uncertainty: bool = True,
-    reach: float | None = None,
     **options,
 ) -> Generator[PredictProgress | PostProgress, None, Prediction]:
     """Predict, then threshold, map the uncertainty and (when ``min_size`` is set) label cells.
@@ -120,9 +119,6 @@ def prediction_job(
     uncertainty : bool
         Map the uncertainty and rank the slices by it (with ``tta``: the disagreement
         of the 8 predictions).
-    reach : float or None
-        Interior farther than this from any membrane is unsure too
-        (`napari_unet.prediction.uncertainty.reach_of` the model's config).
     **options
         More keyword arguments of `napari_unet.prediction.predict.predict` (tile,
         batch_size, autocast_dtype, tta).
@@ -141,7 +137,7 @@ def prediction_job(
         out = yield from predict(model.to(device), unit_image, normalization, device=device,
                                  spread=spread, **options)
     prob, spread = out if spread else (out, None)
-    unsure = {"spread": spread, "reach": reach} if uncertainty else None
+    unsure = {"spread": spread} if uncertainty else None
     return (yield from _postprocess(prob, threshold, close_gaps, min_size, unsure))
 
 
@@ -244,7 +240,7 @@ def image_job(
         return (yield from prediction_job(
             model.build_model(), model.normalization.unit(image), model.normalization,
             threshold=threshold, min_size=min_size, device=device, close_gaps=close_gaps,
-            uncertainty=uncertainty, reach=reach_of(model.config), **options))
+            uncertainty=uncertainty, **options))
     if options.get("tta"):
         raise InputError("test-time augmentation runs with napari-unet models only, not with "
                          f"{model.name!r}")
@@ -296,6 +292,25 @@ def volume_job(
                                           **options))
 
 
+@dataclass(frozen=True)
+class RankedVolume:
+    """What `ranked_volume_job` returns.
+
+    Attributes
+    ----------
+    path : Path
+        The zarr array of P(membrane).
+    ranking : Ranking
+    reach : float
+        The `~napari_unet.prediction.uncertainty.typical_reach` the map was computed
+        with, for `~napari_unet.prediction.uncertainty.lazy_uncertainty` to show it.
+    """
+
+    path: Path
+    ranking: Ranking
+    reach: float
+
+
 def ranked_volume_job(
     model_path: str | os.PathLike,
     volume,
@@ -304,12 +319,11 @@ def ranked_volume_job(
     threshold: float,
     device: torch.device,
     **options,
-) -> Generator[VolumeProgress | RankProgress, None, tuple[Path, Ranking]]:
+) -> Generator[VolumeProgress | RankProgress, None, RankedVolume]:
     """Run `volume_job`, then rank the slices by the uncertainty of the zarr probabilities.
 
-    The map is the margin measure of `napari_unet.prediction.uncertainty.lazy_uncertainty`
-    with the model's reach, computed whole slice by whole slice and not kept (a viewer
-    computes it again on view).
+    The map is the margin measure of `napari_unet.prediction.uncertainty.lazy_uncertainty`,
+    computed whole slice by whole slice and not kept (a viewer computes it again on view).
 
     Parameters
     ----------
@@ -325,10 +339,11 @@ def ranked_volume_job(
 
     Returns
     -------
-    path, ranking : Path, Ranking
+    result : RankedVolume
     """
-    reach = reach_of(load_model(model_path).config)
     path = yield from volume_job(model_path, volume, output, device=device, **options)
-    uncertainty = lazy_uncertainty(da.from_zarr(str(path)), threshold=threshold, reach=reach)
+    probabilities = da.from_zarr(str(path))
+    reach = typical_reach(probabilities, threshold=threshold)
+    uncertainty = lazy_uncertainty(probabilities, threshold=threshold, reach=reach)
     ranking = yield from rank_slices(uncertainty)
-    return path, ranking
+    return RankedVolume(path, ranking, reach)

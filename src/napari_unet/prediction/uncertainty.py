@@ -13,12 +13,17 @@ widened by `CREST_RADIUS`, count fully and the rest `FLOOR`. An unsure pixel on 
 is a membrane that may break and merge two cells; one inside a cell at most adds a speck
 that splits nothing.
 
-A network can also be sure and wrong: fed noise, the bundled model calls it all interior
-with P(membrane) < 0.05, and neither measure sees it. So interior farther from any
-membrane than a model's ``reach`` (half its training tile: wider than the windows it
-learnt from, where cells merged by a missed membrane show) counts as unsure too, up to 1
-at twice the reach (`far_from_membrane`). docs/prediction.md has the evidence behind these
-choices (benchmarks/bench_active_correction.py).
+The margin sees the splits, not the merges: where a faint membrane is missed, the model is
+sure of the interior it draws across it, and a stack whose slices lose membranes looks
+*surer* (less membrane, fewer unsure pixels). So interior far from any membrane counts as
+unsure too (`far_from_membrane`, weighted `FAR_WEIGHT`): more than ``reach`` from a
+membrane, rising to full weight at twice that, where ``reach`` is `REACH_FACTOR` times the
+median distance from an interior pixel to the nearest membrane in the stack
+(`typical_reach`): a cell much wider than its neighbours is where two were likely merged.
+A network fed noise is sure and wrong too (the bundled model calls it all interior): a
+slice without any membrane counts as far everywhere.
+docs/prediction.md has the evidence behind these choices
+(benchmarks/bench_active_correction.py).
 
 `rank` scores each slice (the mean of its map) and each square region of a slice, so a
 user corrects the slices that pay most first, and looks first where a slice is least sure.
@@ -46,6 +51,12 @@ FLOOR = 0.25
 """Weight of the pixels away from every crest."""
 REGION = 128
 """Side, in pixels, of the square regions a slice is ranked by."""
+REACH_FACTOR = 2.0
+"""Interior farther from a membrane than this times the stack's median is unsure."""
+REACH_SLICES = 16
+"""Slices `typical_reach` measures at most."""
+FAR_WEIGHT = 0.5
+"""Weight of `far_from_membrane` in the map: a big cell is a likely merge, not a sure one."""
 
 
 def margin(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -114,7 +125,7 @@ def far_from_membrane(probabilities: np.ndarray, *, threshold: float, reach: flo
         P(membrane); membrane above ``threshold``.
     threshold : float
     reach : float
-        In pixels (`reach_of`).
+        In pixels (`typical_reach`).
 
     Returns
     -------
@@ -124,15 +135,42 @@ def far_from_membrane(probabilities: np.ndarray, *, threshold: float, reach: flo
     stack = membrane[None] if membrane.ndim == 2 else membrane
     far = np.ones(stack.shape, np.float32)
     for plane, out in zip(stack, far, strict=True):
-        if plane.any():
+        if plane.any() and not np.isfinite(reach):
+            out[:] = 0
+        elif plane.any():
             distance = ndi.distance_transform_edt(~plane)
             out[:] = np.clip((distance - reach) / reach, 0, 1)
     return far[0] if membrane.ndim == 2 else far
 
 
-def reach_of(config) -> float:
-    """Return the reach of `far_from_membrane` for a model: half its training tile, in pixels."""
-    return config.train.tile / 2
+def typical_reach(probabilities, *, threshold: float) -> float:
+    """Return `REACH_FACTOR` times the median distance from interior to the nearest membrane.
+
+    Measured on at most `REACH_SLICES` slices spread evenly over the stack (so that a
+    stack in memory and the same stack read lazily get the same reach), among those
+    with both membrane and interior.
+
+    Parameters
+    ----------
+    probabilities : (Y, X) or (Z, Y, X) ndarray or dask array
+    threshold : float
+
+    Returns
+    -------
+    reach : float
+        In pixels; infinite when no slice has both (nothing is far then, but a slice
+        without membrane, which `far_from_membrane` calls unsure everywhere).
+    """
+    stack = probabilities[None] if probabilities.ndim == 2 else probabilities
+    chosen = np.unique(np.linspace(0, len(stack) - 1, min(len(stack), REACH_SLICES)).round())
+    distances = []
+    for z in chosen.astype(int):
+        membrane = np.asarray(stack[z]) > threshold
+        if membrane.any() and not membrane.all():
+            distances.append(ndi.distance_transform_edt(~membrane)[~membrane])
+    if not distances:
+        return float("inf")
+    return REACH_FACTOR * float(np.median(np.concatenate(distances)))
 
 
 def uncertainty_map(probabilities: np.ndarray, *, threshold: float = 0.5,
@@ -151,7 +189,7 @@ def uncertainty_map(probabilities: np.ndarray, *, threshold: float = 0.5,
         shape of ``probabilities``; None: use the margin.
     reach : float or None
         Interior farther than this from any membrane is unsure too
-        (`far_from_membrane`); None: no such term.
+        (`far_from_membrane`); None: `typical_reach` of ``probabilities``.
 
     Returns
     -------
@@ -161,13 +199,16 @@ def uncertainty_map(probabilities: np.ndarray, *, threshold: float = 0.5,
     raw = margin(probabilities, threshold) if spread is None else disagreement(spread)
     unsure = raw * crest_weight(probabilities)
     if reach is None:
-        return unsure
-    return np.maximum(unsure, far_from_membrane(probabilities, threshold=threshold, reach=reach))
+        reach = typical_reach(probabilities, threshold=threshold)
+    far = far_from_membrane(probabilities, threshold=threshold, reach=reach)
+    return np.maximum(unsure, FAR_WEIGHT * far)
 
 
-def lazy_uncertainty(probabilities: da.Array, *, threshold: float = 0.5,
-                     reach: float | None = None) -> da.Array:
-    """`uncertainty_map` (the margin) of a lazy (Y, X) or (Z, Y, X) array, whole slice by slice."""
+def lazy_uncertainty(probabilities: da.Array, *, threshold: float, reach: float) -> da.Array:
+    """`uncertainty_map` (the margin) of a lazy (Y, X) or (Z, Y, X) array, whole slice by slice.
+
+    ``reach`` is the stack's (`typical_reach`, computed once, before).
+    """
     whole = probabilities.rechunk({-1: -1, -2: -1})
     return whole.map_blocks(uncertainty_map, threshold=threshold, reach=reach, dtype=np.float32)
 

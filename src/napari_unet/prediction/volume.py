@@ -76,7 +76,7 @@ from napari_unet.prediction.blocks import (
     predict_block,
 )
 from napari_unet.prediction.postprocess import lazy_membrane
-from napari_unet.prediction.uncertainty import lazy_uncertainty
+from napari_unet.prediction.uncertainty import lazy_uncertainty, typical_reach
 
 DEFAULT_BLOCK = (1, 1024, 1024)
 """Slices, rows and columns of a block (and of an output chunk)."""
@@ -271,12 +271,12 @@ def threshold_volume(probabilities: str | os.PathLike, output: str | os.PathLike
 
 
 def uncertainty_volume(probabilities: str | os.PathLike, output: str | os.PathLike, *,
-                       threshold: float, reach: float | None = None) -> Path:
+                       threshold: float) -> Path:
     """Write the uncertainty map (float32) of a probability zarr array, whole slice by slice.
 
     The margin measure of `napari_unet.prediction.uncertainty.uncertainty_map` (a
-    volume's test-time-augmented predictions keep no spread), in the chunks of the
-    probabilities.
+    volume's test-time-augmented predictions keep no spread) with the stack's reach, in
+    the chunks of the probabilities.
 
     Parameters
     ----------
@@ -286,14 +286,13 @@ def uncertainty_volume(probabilities: str | os.PathLike, output: str | os.PathLi
         The zarr folder to write; it must not exist.
     threshold : float
         The mask's threshold.
-    reach : float or None
-        As for `~napari_unet.prediction.uncertainty.uncertainty_map`.
 
     Returns
     -------
     path : Path
     """
     probs = da.from_zarr(str(probabilities))
+    reach = typical_reach(probs, threshold=threshold)
     uncertainty = lazy_uncertainty(probs, threshold=threshold, reach=reach)
     da.to_zarr(uncertainty.rechunk(probs.chunks), str(output))
     zarr.open_array(str(output), mode="r+").attrs.update(
