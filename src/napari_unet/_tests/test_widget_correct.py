@@ -228,6 +228,15 @@ def test_correct_next_ranks_the_slices_jumps_and_marks_them_done(widget, viewer,
     assert in_view(viewer) == order[2]
 
 
+def test_the_list_fills_when_prediction_makes_the_mask(widget, viewer, model_path, qtbot):
+    viewer.layers.remove(MASK)  # the widget is open before there is any mask
+    widget.reset_choices()
+    assert widget.mask_layer.value is None and next_listed(widget) == []
+    predict_stack(viewer, model_path, qtbot)
+    assert widget.mask_layer.value is viewer.layers[MASK]
+    assert len(next_listed(widget)) == 4
+
+
 def test_double_click_jumps_to_a_slice(widget, viewer, model_path, qtbot):
     predict_stack(viewer, model_path, qtbot)
     item = widget.next_list.item(3)

@@ -139,9 +139,10 @@ class CorrectWidget(JobWidget):
         return Container(widgets=[self.image_layer, self.mask_layer, self.original, self.model,
                                   self.output, self.epochs, self.minutes, self.lr, self.device])
 
-    def _on_ranking(self, layer) -> None:
-        if layer is self.slices.mask:
-            self.next_list.refresh()
+    def _on_ranking(self, _layer) -> None:
+        """Show a new ranking; a mask that Prediction has just added is picked first."""
+        self.reset_choices()
+        self.next_list.refresh()
 
     def go_next(self) -> None:
         """Jump the viewer to the next slice to correct, centred on its least sure square."""

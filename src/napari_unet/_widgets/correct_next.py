@@ -39,6 +39,11 @@ class CorrectNext(QListWidget):
                         "Double-click to go to a slice.")
         self.itemDoubleClicked.connect(lambda item: self.go_to(item.data(SLICE)))
 
+    @property
+    def mask(self):
+        """The mask layer whose slices are ranked (None: none chosen)."""
+        return self._mask
+
     def set_mask(self, layer) -> None:
         """List the ranking of ``layer``'s slices (none: an empty list)."""
         self._mask = layer
