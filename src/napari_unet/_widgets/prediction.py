@@ -53,7 +53,7 @@ from .session import corrected_slices, session, slice_ranking
 PROBABILITY, MASK = "membrane probability", "membrane mask"
 LAZY_MASK = "lazy mask"
 """Role of a mask computed on demand from zarr probabilities (shown, not corrected)."""
-UNCERTAINTY_STYLE = {"colormap": "viridis", "contrast_limits": (0.0, 1.0), "blending": "additive"}
+UNCERTAINTY_STYLE = {"colormap": "yellow", "contrast_limits": (0.0, 0.6), "blending": "additive"}
 """How the uncertainty layer looks (hidden at first): bright where the model is least sure."""
 DEFAULT_VOLUME_OUTPUT = Path.home() / "napari-unet" / "probabilities.zarr"
 MARK = PREDICTED
