@@ -82,19 +82,26 @@ def cpu_threads() -> int:
 
 
 @contextmanager
-def using_cpu_threads(device: torch.device):
-    """Within the block, CPU work uses `cpu_threads` threads (a core stays free for a GUI)."""
+def using_cpu_threads(device: torch.device, *, processes: int = 1):
+    """Within the block, CPU work uses `cpu_threads` threads (a core stays free for a GUI).
+
+    ``processes`` running side by side on this machine (data-parallel training)
+    share them.
+    """
     threads = torch.get_num_threads()
     if device.type == "cpu":
-        torch.set_num_threads(cpu_threads())
+        torch.set_num_threads(max(1, cpu_threads() // processes))
     try:
         yield
     finally:
         torch.set_num_threads(threads)
 
 
-def default_workers(device: torch.device) -> int:
-    """DataLoader workers: none on the CPU (they would compete with the network), else up to 8."""
+def default_workers(device: torch.device, *, processes: int = 1) -> int:
+    """DataLoader workers: none on the CPU (they would compete with the network), else up to 8.
+
+    ``processes`` training side by side on this machine share its cores.
+    """
     if device.type == "cpu":
         return 0
-    return min(8, max(1, available_cores() - 1))
+    return min(8, max(1, (available_cores() - processes) // processes))

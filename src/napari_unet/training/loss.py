@@ -30,14 +30,39 @@ def weighted_cross_entropy(
     loss : () Tensor
         0 (with a gradient) when nothing is annotated.
     """
+    total, annotated = loss_terms(logits, target, weights)
+    return total / annotated.clamp(min=1)
+
+
+def loss_terms(
+    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the two terms of eq. 1 (`weighted_cross_entropy`): its sum and its pixel count.
+
+    A batch split over several processes (data-parallel training) adds up
+    each share's terms before dividing, so that the loss of the whole batch is
+    the one a single process computes (`napari_unet.training.distributed`).
+
+    Parameters
+    ----------
+    logits : (N, C, H, W) Tensor
+    target : (N, H, W) int64 Tensor
+    weights : (N, H, W) Tensor
+
+    Returns
+    -------
+    total : () float32 Tensor
+        sum_x w(x) * -log p_l(x)(x), with a gradient.
+    annotated : () int64 Tensor
+        The number of annotated pixels (w > 0).
+    """
     if logits.shape[-2:] != target.shape[-2:] or target.shape != weights.shape:
         raise ValueError(
             f"logits {tuple(logits.shape)}, target {tuple(target.shape)} and weights "
             f"{tuple(weights.shape)} must cover the same pixels"
         )
     ce = F.cross_entropy(logits.float(), target, reduction="none")
-    annotated = (weights > 0).sum().clamp(min=1)
-    return (weights * ce).sum() / annotated
+    return (weights * ce).sum(), (weights > 0).sum()
 
 
 def probability_loss(probabilities: np.ndarray, target: np.ndarray, weights: np.ndarray) -> float:

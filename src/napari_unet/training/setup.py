@@ -4,8 +4,9 @@
 weight maps and the sample source (a `Setup`); `make_loader`,
 `make_optimizer` and `cosine_lr` give the batches, the optimizer and the
 learning rate; `update` is one optimizer update over ``accumulate`` batches
-(`loss_of_batch` each). The training loop and the learning-rate sweep are both
-made of these.
+(`loss_of_batch` each, the terms of its loss from `forward_terms`). The
+training loop, the learning-rate sweep and data-parallel training
+(`napari_unet.training.distributed`) are all made of these.
 """
 
 import math
@@ -21,7 +22,7 @@ from napari_unet.devices import autocast_dtype, default_workers, pick_device
 from napari_unet.model.files import ModelFile, make_model
 from napari_unet.model.normalization import Normalization
 from napari_unet.prediction.tiles import TilePlan
-from napari_unet.training.loss import weighted_cross_entropy
+from napari_unet.training.loss import loss_terms
 from napari_unet.training.progress import HIGHER_IS_BETTER, TrainingError
 from napari_unet.training.samples import (
     TrainingSamples,
@@ -105,14 +106,22 @@ def _tiles_to_cover(shape, tile: int, slices: int) -> int:
     return slices * math.ceil(shape[0] / tile) * math.ceil(shape[1] / tile)
 
 
-def make_loader(setup: Setup, start: int, generator: torch.Generator) -> DataLoader:
-    """DataLoader over samples ``start ..`` of the current epoch, in order."""
+def make_loader(setup: Setup, start: int, generator: torch.Generator, *,
+                batches: list[list[int]] | None = None, processes: int = 1) -> DataLoader:
+    """DataLoader over samples ``start ..`` of the current epoch, in order.
+
+    ``batches``, lists of sample indices, replace that order (one process's
+    shares of a data-parallel run's batches); ``processes`` loading side by
+    side on this machine share its cores.
+    """
     t = setup.config.train
-    workers = default_workers(setup.device) if t.num_workers is None else t.num_workers
+    workers = (default_workers(setup.device, processes=processes) if t.num_workers is None
+               else t.num_workers)
+    batching = ({"batch_sampler": batches} if batches is not None else
+                {"batch_size": t.batch_size, "sampler": range(start, len(setup.samples))})
     return DataLoader(
         setup.samples,
-        batch_size=t.batch_size,
-        sampler=range(start, len(setup.samples)),
+        **batching,
         num_workers=workers,
         pin_memory=setup.device.type == "cuda",
         # spawn: forking a process that runs Qt (napari) or CUDA is unsafe.
@@ -151,16 +160,35 @@ def run_progress(step: int, total_steps: int, elapsed: float, minutes: float | N
     return by_steps if minutes is None else max(by_steps, elapsed / (60.0 * minutes))
 
 
-def loss_of_batch(setup: Setup, batch: dict) -> torch.Tensor:
-    """Forward one batch and return its weighted loss."""
+def forward_terms(setup: Setup, batch: dict,
+                  network: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward one batch; return the sum and the pixel count of its loss (`loss_terms`).
+
+    ``network`` runs the forward pass instead of ``setup.model`` (its
+    data-parallel wrapper).
+    """
     device = setup.device
     image = batch["image"].to(device, non_blocking=True)
     if device.type == "cuda":
         image = image.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=setup.amp, enabled=setup.amp is not None):
-        logits = setup.model(image)
-    return weighted_cross_entropy(logits, batch["target"].to(device, non_blocking=True),
-                                  batch["weights"].to(device, non_blocking=True))
+        logits = (setup.model if network is None else network)(image)
+    return loss_terms(logits, batch["target"].to(device, non_blocking=True),
+                      batch["weights"].to(device, non_blocking=True))
+
+
+def loss_of_batch(setup: Setup, batch: dict) -> torch.Tensor:
+    """Forward one batch and return its weighted loss (eq. 1)."""
+    total, annotated = forward_terms(setup, batch)
+    return total / annotated.clamp(min=1)
+
+
+def out_of_memory(setup: Setup) -> TrainingError:
+    """Return the error that says which sizes to shrink when the GPU runs out of memory."""
+    return TrainingError(
+        f"out of GPU memory at tile {setup.samples.plan.input} px, batch "
+        f"{setup.config.train.batch_size}: try a smaller tile or batch size"
+    )
 
 
 def update(setup: Setup, optimizer, batches) -> tuple[float, int]:
@@ -178,10 +206,7 @@ def update(setup: Setup, optimizer, batches) -> tuple[float, int]:
         try:
             loss = loss_of_batch(setup, batch)
         except torch.cuda.OutOfMemoryError:
-            raise TrainingError(
-                f"out of GPU memory at tile {setup.samples.plan.input} px, batch "
-                f"{t.batch_size}: try a smaller tile or batch size"
-            ) from None
+            raise out_of_memory(setup) from None
         if not torch.isfinite(loss):
             return loss.item(), tiles
         (loss / t.accumulate).backward()
