@@ -3,9 +3,9 @@
 Each picture is the whole napari window at 1400x900, as a user sees it, taken from one
 demo viewer (the ISBI 2012 sample, every widget docked) walked through the tutorial:
 the weight map and augmentation previews, a short real training of a small network on
-the CPU, prediction of the stack with it, two slices of the mask corrected and a short
-retraining, and an export. Model files and exports go to a scratch folder that is
-removed at the end. About 5 minutes on a 2-core CPU.
+the CPU, prediction of the stack with it, the two least sure slices of the mask (the
+"correct next" list) corrected and a short retraining, and an export. Model files and
+exports go to a scratch folder that is removed at the end. About 5 minutes on a 2-core CPU.
 
 The first picture is the demo's own (`demo`). Before each of the others the layers not
 under discussion are hidden, and the augmentation preview's layers are deleted (the widget
@@ -30,11 +30,13 @@ from napari_unet._widgets.demo import (
     settle,
     show_first_look,
 )
+from napari_unet._widgets.session import slice_ranking
 
 IMAGES = Path(__file__).parent / "images"
 SCRATCH = Path(tempfile.gettempdir()) / "napari-unet-docs"
 EM, LABELS = "ISBI 2012 EM", "ISBI 2012 labels"
 PROBABILITY, MASK, CELLS = "membrane probability", "membrane mask", "cells"
+UNCERTAINTY = "membrane uncertainty"
 AUGMENTED = ("augmented image", "augmented labels", "augmented weights")
 START = time.monotonic()
 
@@ -74,8 +76,11 @@ def drop_augmented(viewer, keep) -> None:
             viewer.layers.remove(layer)
 
 
-def shot(viewer, name: str, *visible: str, select: str) -> None:
-    """Show only the ``visible`` layers, select one, and save the window as ``name``."""
+def shot(viewer, name: str, *visible: str, select: str, fit: bool = True) -> None:
+    """Show only the ``visible`` layers, select one, and save the window as ``name``.
+
+    ``fit`` fits the view to the layers; without it the view stays where it is.
+    """
     drop_augmented(viewer, visible)
     for layer in viewer.layers:
         layer.visible = layer.name in visible
@@ -87,7 +92,8 @@ def shot(viewer, name: str, *visible: str, select: str) -> None:
         box.findChild(QLineEdit).deselect()
     wait()
     seconds = time.monotonic() - START
-    print(f"saved {save_screenshot(viewer, IMAGES / name)} at {seconds:.0f} s", flush=True)
+    print(f"saved {save_screenshot(viewer, IMAGES / name, fit=fit)} at {seconds:.0f} s",
+          flush=True)
 
 
 def demo(viewer) -> None:
@@ -141,17 +147,26 @@ def prediction(viewer) -> None:
 
 
 def correct(viewer) -> None:
-    """Correct two slices of the mask, then retrain for one epoch."""
+    """Correct the two least sure slices of the mask ("correct next"), then retrain."""
     widget = raise_widget(viewer, "Correct and retrain")
     mask, truth = viewer.layers[MASK], viewer.layers[LABELS].data
+    viewer.reset_view()
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.zoom *= 1.6
+    widget.go_next()  # the least sure slice, centred on its least sure square
+    first = viewer.dims.current_step[0]
+    viewer.layers[UNCERTAINTY].visible = True
+    shot(viewer, "correct-next.png", EM, UNCERTAINTY, select=UNCERTAINTY, fit=False)
     mask.visible = True  # napari paints the slice it shows
-    go_to_slice(viewer, 20)
-    false_membrane = uniform_filter(((mask.data[20] == 1) & (truth[20] == 2)).astype(float), 15)
+    false_membrane = uniform_filter(((mask.data[first] == 1) & (truth[first] == 2)).astype(float),
+                                    15)
     mask.brush_size = 15
-    mask.paint((20, *np.unravel_index(false_membrane.argmax(), false_membrane.shape)), 2)
-    go_to_slice(viewer, 16)
+    mask.paint((first, *np.unravel_index(false_membrane.argmax(), false_membrane.shape)), 2)
+    widget.go_next()
+    second = viewer.dims.current_step[0]
     box = np.zeros(mask.data.shape, bool)
-    box[16, 256:480, 256:480] = True  # paint this corner as it should be
+    y, x = slice_ranking(mask).hotspot(second)
+    box[second, max(0, y - 112):y + 112, max(0, x - 112):x + 112] = True  # as it should be
     wrong = np.nonzero(box & (mask.data != truth))
     mask.data_setitem(wrong, truth[wrong])
     widget.device.value = "cpu"
