@@ -57,8 +57,9 @@ class Progress:
         Seconds left, by the epoch count or the time budget, whichever ends first.
     metrics : dict or None
         START: what the run trains on (``train_slices``, ``val_slices``, ``device``,
-        ``threads``). VALIDATION: the validation record (epoch, step, train_loss,
-        val_loss, pixel_error, v_rand, v_info, threshold, lr, seconds).
+        ``threads``; ``processes`` when several train together). VALIDATION: the
+        validation record (epoch, step, train_loss, val_loss, pixel_error, v_rand,
+        v_info, threshold, lr, seconds).
     preview : (Y, X) float32 ndarray or None
         P(membrane) on the first validation slice (VALIDATION only).
     preview_slice : int or None
@@ -119,6 +120,8 @@ def describe_start(info: dict) -> str:
     device = info["device"]
     if device == "cpu":
         device += f" ({info['threads']} thread{'s' if info['threads'] > 1 else ''})"
+    if "processes" in info:
+        device += f", {info['processes']} processes"
     train, val = info["train_slices"], info["val_slices"]
     return (f"training on {len(train)} slices ({format_slices(train)}), validating on "
             f"{format_slices(val)}; device {device}")

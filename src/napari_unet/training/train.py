@@ -8,7 +8,9 @@ and RNG states travel in the model file.
 
 The records are `napari_unet.training.progress`'s, the setup and the optimizer
 update `napari_unet.training.setup`'s, the validation pass
-`napari_unet.training.validation`'s.
+`napari_unet.training.validation`'s. What changes when torchrun's processes
+train together (their shares of each batch, the update, the decisions they
+take together) is asked of a world (`napari_unet.training.distributed`).
 """
 
 import copy
@@ -26,6 +28,7 @@ from napari_unet.config import Config
 from napari_unet.devices import using_cpu_threads
 from napari_unet.errors import InputError
 from napari_unet.model.files import ModelFile, load_model, save_model
+from napari_unet.training.distributed import PeerLost, Solo
 from napari_unet.training.progress import (
     HIGHER_IS_BETTER,
     Event,
@@ -37,10 +40,8 @@ from napari_unet.training.setup import (
     Setup,
     build_setup,
     cosine_lr,
-    make_loader,
     make_optimizer,
     run_progress,
-    update,
 )
 from napari_unet.training.validation import validate
 
@@ -69,8 +70,8 @@ class _State:
 class _Run:
     """The mutable parts of one training run, with saving and early stopping."""
 
-    def __init__(self, setup: Setup, output: Path | None, state: _State):
-        self.setup, self.output, self.state = setup, output, state
+    def __init__(self, setup: Setup, output: Path | None, state: _State, world: Solo):
+        self.setup, self.output, self.state, self.world = setup, output, state, world
         t = setup.config.train
         self.steps_per_epoch = math.ceil(len(setup.samples) / (t.batch_size * t.accumulate))
         self.total_steps = self.steps_per_epoch * t.epochs
@@ -136,6 +137,7 @@ def train(
     output: str | Path | None = None,
     init: str | Path | None = None,
     resume: str | Path | None = None,
+    world: Solo | None = None,
 ) -> Generator[Progress, None, TrainResult]:
     """Train a U-Net, yielding progress; return the best and the last model.
 
@@ -157,6 +159,10 @@ def train(
     resume : str or Path, optional
         A last-model file to continue exactly: its configuration is used, except
         ``epochs`` and ``minutes``, which come from ``config``.
+    world : Solo or Group, optional
+        The processes that train together (`napari_unet.training.distributed.joined`);
+        one by default. Only process 0 validates, yields VALIDATION records and
+        writes files.
 
     Yields
     ------
@@ -185,14 +191,17 @@ def train(
     initial = load_model(init) if init else None
     if initial:
         config = dataclasses.replace(config, model=initial.config.model)
+    world = world or Solo()
     setup = build_setup(image, labels, config, init=resumed or initial)
-    run = _Run(setup, Path(output) if output else None, _State())
+    world.prepare(setup)
+    run = _Run(setup, Path(output) if output and world.main else None, _State(), world)
     if resumed:
         run.restore(resumed.training_state)
-    with using_cpu_threads(setup.device):
+    world.fork_rng(config.train.seed, run.state.step)
+    with using_cpu_threads(setup.device, processes=world.local_size):
         try:
             reason = yield from _loop(run)
-        except (GeneratorExit, KeyboardInterrupt):
+        except (GeneratorExit, KeyboardInterrupt, PeerLost):
             run.save_last()
             raise
     run.save_last()
@@ -202,22 +211,22 @@ def train(
 
 
 def _loop(run: _Run) -> Generator[Progress, None, str]:
-    setup, st, t = run.setup, run.state, run.setup.config.train
+    setup, st, t, world = run.setup, run.state, run.setup.config.train, run.world
     yield Progress(Event.START, st.epoch, t.epochs, st.step, run.total_steps, math.nan,
                    run.optimizer.param_groups[0]["lr"], 0.0, None, metrics={
                        "train_slices": list(setup.train_slices),
                        "val_slices": list(setup.val_slices), "device": str(setup.device),
-                       "threads": torch.get_num_threads()})
+                       "threads": torch.get_num_threads(), **world.describe()})
     start_time, start_step = time.monotonic(), st.step
     generator = torch.Generator().manual_seed(t.seed)
     rate, reason = 0.0, "epochs"
     while st.epoch < t.epochs and reason == "epochs":
         setup.samples.epoch = st.epoch
         setup.model.train()
-        batches = iter(make_loader(setup, st.position, generator))
+        batches = world.batches(setup, st.position, generator)
         while st.position < len(setup.samples) and reason == "epochs":
             tic = time.monotonic()
-            loss, tiles = update(setup, run.optimizer, batches)
+            loss, tiles = world.update(setup, run.optimizer, batches)
             if not math.isfinite(loss):
                 raise TrainingError(
                     f"loss became {loss} at step {st.step + 1}: lower the learning rate "
@@ -225,7 +234,7 @@ def _loop(run: _Run) -> Generator[Progress, None, str]:
                 )
             if t.schedule == "cosine":
                 progress = run_progress(st.step + 1, run.total_steps,
-                                        time.monotonic() - start_time, t.minutes)
+                                        world.check(start_time)[0], t.minutes)
                 for group in run.optimizer.param_groups:
                     group["lr"] = cosine_lr(t.lr, progress)
             st.position += tiles
@@ -237,7 +246,10 @@ def _loop(run: _Run) -> Generator[Progress, None, str]:
             eta = _eta(run, start_time, start_step)
             yield Progress(Event.STEP, st.epoch, t.epochs, st.step, run.total_steps, loss,
                            run.optimizer.param_groups[0]["lr"], rate, eta)
-            if t.minutes is not None and time.monotonic() - start_time >= 60 * t.minutes:
+            elapsed, signalled = world.check(start_time)
+            if signalled:  # Ctrl-C or SIGTERM on a process of a group: all stop here
+                raise KeyboardInterrupt
+            if t.minutes is not None and elapsed >= 60 * t.minutes:
                 reason = "time budget"  # validate once more, so the best model is on disk
             elif time.monotonic() - run.last_save >= 60 * t.checkpoint_minutes:
                 run.save_last()
@@ -246,19 +258,34 @@ def _loop(run: _Run) -> Generator[Progress, None, str]:
             st.epoch, st.position, st.epoch_loss_sum, st.epoch_updates = st.epoch + 1, 0, 0.0, 0
             if st.epoch % t.val_every and st.epoch < t.epochs:
                 continue
-        record, preview = validate(setup)
-        record = {"epoch": st.epoch, "step": st.step, "train_loss": train_loss, **record,
-                  "lr": run.optimizer.param_groups[0]["lr"],
-                  "seconds": time.monotonic() - start_time}
-        st.history.append(record)
-        stop = run.record_validation(record)
-        yield Progress(Event.VALIDATION, st.epoch, t.epochs, st.step, run.total_steps,
-                       train_loss, record["lr"], rate, _eta(run, start_time, start_step),
-                       metrics=record, preview=preview,
-                       preview_slice=setup.val_slices[0] if setup.val_slices else None)
-        if stop:
+        stop = False
+        if world.main:
+            record, preview = validate(setup)
+            record = {"epoch": st.epoch, "step": st.step, "train_loss": train_loss, **record,
+                      "lr": run.optimizer.param_groups[0]["lr"],
+                      "seconds": time.monotonic() - start_time}
+            st.history.append(record)
+            stop = run.record_validation(record)
+            yield Progress(Event.VALIDATION, st.epoch, t.epochs, st.step, run.total_steps,
+                           train_loss, record["lr"], rate, _eta(run, start_time, start_step),
+                           metrics=record, preview=preview,
+                           preview_slice=setup.val_slices[0] if setup.val_slices else None)
+        if _agree(run, stop):
             return "early stopping"
     return reason
+
+
+def _agree(run: _Run, stop: bool) -> bool:
+    """Give every process process 0's early-stopping decision and learning rates.
+
+    The rates change with a plateau schedule, which only process 0 steps
+    (it alone validates).
+    """
+    groups = run.optimizer.param_groups
+    decided = run.world.agree([float(stop), *(group["lr"] for group in groups)])
+    for group, lr in zip(groups, decided[1:], strict=True):
+        group["lr"] = lr
+    return bool(decided[0])
 
 
 def _eta(run: _Run, start_time: float, start_step: int) -> float | None:
