@@ -76,47 +76,87 @@ class TrainBar:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """``napari-unet train``: train and save the best and the last model."""
-    from napari_unet.config import resolve_preset
-    from napari_unet.jobs import drain
-    from napari_unet.model.files import load_model
-    from napari_unet.training.progress import TrainingError
-    from napari_unet.training.train import last_path_for, train
+    """``napari-unet train``: train and save the best and the last model.
 
+    Under torchrun (``torchrun -m napari_unet train``) each process runs this
+    and they train together; ``--nproc N`` starts torchrun's launcher first
+    (`napari_unet.cli.launch`).
+    """
+    from napari_unet.cli.launch import as_process, launch
+    from napari_unet.model.files import load_model
+    from napari_unet.training.distributed import joined
+    from napari_unet.training.train import last_path_for
+
+    if args.nproc is not None:
+        return launch(args)
     output = check_model_output(args)
     resume = last_path_for(output) if args.resume else None
     if resume is not None and not resume.is_file():
         raise InputError(f"--resume: {resume} (the last model of {output}) does not exist")
     config = config_from_args(args)
+    resumed = load_model(resume).config if resume else None  # the run goes on with its own
+    with joined((resumed or config).train.device) as world, world.stopping_on_signals():
+        # From here on, a signal stops a process of a group only between two updates.
+        return as_process(world, lambda: _train(args, world, output, config, resume, resumed))
+
+
+def _train(args, world, output: Path, config, resume: Path | None, resumed) -> int:
+    """Train as one process of ``world`` (``resumed``: the resumed run's config); 0 prints."""
+    from napari_unet.cli.launch import record
+    from napari_unet.config import resolve_preset
+    from napari_unet.jobs import drain
+    from napari_unet.model.files import load_model
+    from napari_unet.training.distributed import PeerLost
+    from napari_unet.training.progress import TrainingError
+    from napari_unet.training.train import last_path_for, train
+
+    say = print if world.main else _quiet
     image, labels = read_pair(args.images, args.labels)
-    if resume:  # the run goes on with its own settings
-        fit_tile(load_model(resume).config, image.shape)
+    if resumed:
+        fit_tile(resumed, image.shape)
     else:
         trains = config if not args.init else dataclasses.replace(
             config, model=load_model(args.init).config.model)  # the --init model's network
         config = config.replace(train={"tile": fit_tile(trains, image.shape).train.tile})
         preset = resolve_preset(args.preset, args.cfg_device or "auto")
         network = f"; the network of {args.init}" if args.init else ""
-        print(f"preset {preset}: {describe_config(config)}{network}")
-    jobs = train(image, labels, config, output=output, init=args.init, resume=resume)
-    view = TrainBar(config.train.minutes)
+        say(f"preset {preset}: {describe_config(config)}{network}")
+    batch = (resumed or config).train.batch_size
+    if batch % world.size:
+        say(f"note: batch size {batch} over {world.size} processes: some hold no tile of some "
+            f"batches; a multiple of {world.size} keeps all of them busy")
+    jobs = train(image, labels, config, output=output, init=args.init, resume=resume,
+                 world=world)
+    view = TrainBar(config.train.minutes) if world.main else None
     try:
-        result = drain(jobs, view.show)
+        result = drain(jobs, view.show if view else None)
     except KeyboardInterrupt:
         jobs.close()
-        view.close()
-        print(f"\ninterrupted: the last model is in {last_path_for(output)}; continue with "
-              "--resume")
+        _close(view)
+        say(f"\ninterrupted: the last model is in {last_path_for(output)}; continue with "
+            "--resume")
         return 130
-    except TrainingError as err:
-        view.close()
-        print(f"napari-unet train: {err}")
+    except (TrainingError, PeerLost) as err:
+        record(err)  # for torchrun, which names the process that failed first
+        _close(view)
+        last = f"; the last model is in {last_path_for(output)}" if isinstance(err, PeerLost) \
+            else ""
+        say(f"napari-unet train: {err}{last}")
         return 1
     finally:
-        view.close()
-    print(f"stopped after {result.reason}: best model {result.best_path}, last model "
-          f"{result.last_path}")
+        _close(view)
+    say(f"stopped after {result.reason}: best model {result.best_path}, last model "
+        f"{result.last_path}")
     return 0
+
+
+def _quiet(*args, **kwargs) -> None:
+    """Print nothing (processes other than 0 of a group)."""
+
+
+def _close(view: TrainBar | None) -> None:
+    if view is not None:
+        view.close()
 
 
 def check_model_output(args: argparse.Namespace) -> Path:
@@ -201,6 +241,10 @@ def add_train(jobs) -> None:
                        "file, or isbi2012: the bundled ISBI 2012 model)")
     train.add_argument("--overwrite", action="store_true",
                        help="replace an existing MODEL and its last model")
+    train.add_argument("--nproc", type=int, metavar="N",
+                       help="train with N processes on this machine (one per GPU, or CPU "
+                       "processes): starts torchrun's launcher; the same as torchrun "
+                       "--standalone --nproc-per-node N -m napari_unet train ...")
     add_config_flags(train)
     train.set_defaults(run=run_train)
 
