@@ -108,10 +108,11 @@ def test_demo_first_look_is_the_same_on_every_run(make_napari_viewer, monkeypatc
     assert picture(viewer) == first
     names = [name for name, _ in first["layers"]]
     assert names[:2] == ["ISBI 2012 EM", "ISBI 2012 labels"]
-    assert names[-2:] == ["membrane probability", "membrane mask"]
+    assert names[-3:] == ["membrane probability", "membrane uncertainty", "membrane mask"]
     assert first["active"] == "membrane mask"
     hidden = {name for name, visible in first["layers"] if not visible}
-    assert hidden == {"weight map", "augmented image", "augmented labels", "augmented weights"}
+    assert hidden == {"weight map", "augmented image", "augmented labels", "augmented weights",
+                      "membrane uncertainty"}
     assert first["step"][0] == 14 and first["front tab"] == "Training"
     # The view is fitted to the sample in the final window.
     viewer.reset_view(layers=[viewer.layers["ISBI 2012 EM"]])

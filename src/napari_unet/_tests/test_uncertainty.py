@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_unet.devices import using_cpu_threads
 from napari_unet.jobs import drain
 from napari_unet.model.normalization import Normalization
 from napari_unet.model.unet import UNet
@@ -182,8 +183,9 @@ def test_prediction_job_maps_and_ranks_the_uncertainty(tta):
     result = drain(prediction_job(model, unit, NORM, threshold=0.5, min_size=None,
                                   device=torch.device("cpu"), tile=40, tta=tta))
     spread = None
-    if tta:
-        _, spread = predict_probabilities(model, unit, NORM, tile=40, tta=True, spread=True)
+    if tta:  # the job's threads: the same float sums, so the same spread
+        with using_cpu_threads(torch.device("cpu")):
+            _, spread = predict_probabilities(model, unit, NORM, tile=40, tta=True, spread=True)
     expected = uncertainty_map(result.probabilities, threshold=0.5, spread=spread)
     np.testing.assert_allclose(result.uncertainty, expected, atol=1e-6)
     np.testing.assert_allclose(result.ranking.slices, expected.mean(axis=(1, 2)), rtol=1e-5)

@@ -267,10 +267,10 @@ class PredictionWidget(JobWidget):
         shape = full_resolution(source).shape
         self._write(PROBABILITY, result.probabilities, z, shape, self._viewer.add_image,
                     colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.7)
+        self._write(UNCERTAINTY, result.uncertainty, z, shape, self._viewer.add_image,
+                    visible=False, **UNCERTAINTY_STYLE)  # under the mask, which stays selected
         kept = self._write(MASK, result.mask, z, shape, self._viewer.add_labels,
                            colormap=LABEL_COLORS, keep=True)
-        self._write(UNCERTAINTY, result.uncertainty, z, shape, self._viewer.add_image,
-                    visible=False, **UNCERTAINTY_STYLE)
         self._rank(result.ranking, z, shape)
         if result.cells is not None:
             cells = result.cells
