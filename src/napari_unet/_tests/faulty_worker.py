@@ -1,5 +1,5 @@
-"""``python -m napari_unet._tests.faulty_worker train ...``: the command line, whose process 1
-of a group fails reading a sample, as a disk read error would.
+"""``python -m faulty_worker train ...`` (this folder on PYTHONPATH): the command line,
+whose process 1 of a group fails reading a sample, as a disk read error would.
 
 For `test_distributed_cli`: a process that fails alone must bring the others down, and its
 message must reach the terminal. With ``--nproc`` the launcher starts this module again.
@@ -29,5 +29,5 @@ def _fail_on_process_1() -> None:
 if __name__ == "__main__":
     if os.environ.get("RANK") == "1":
         _fail_on_process_1()
-    launch.WORKER_MODULE = "napari_unet._tests.faulty_worker"
+    launch.WORKER_MODULE = "faulty_worker"
     sys.exit(main())

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from napari_unet.cli.launch import without_nproc
 from napari_unet.cli.main import main
@@ -19,9 +20,15 @@ def command(tiffs, *flags, module="napari_unet"):
             str(tiffs / "isbi.tif"), "-o", str(tiffs / "m.pt"), "--nproc", "2", *TINY, *flags]
 
 
+TESTS = Path(__file__).parent
+"""This folder: on the path of the processes started, for `faulty_worker` (an installed
+napari-unet, as tox tests it, holds no tests)."""
+
+
 def start(argv):
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path})
 
 
 def test_without_nproc():
@@ -60,7 +67,7 @@ def test_ctrl_c_stops_both_processes_and_one_resumes(tiffs, capsys):
 
 def test_a_process_that_fails_brings_the_other_down_with_its_message(tiffs):
     began = time.monotonic()
-    process = start(command(tiffs, "--epochs", "1000", module="napari_unet._tests.faulty_worker"))
+    process = start(command(tiffs, "--epochs", "1000", module="faulty_worker"))
     out, err = process.communicate(timeout=300)
     assert process.returncode == 1, out + err
     # the launcher names the process that failed first and says why, in one line
