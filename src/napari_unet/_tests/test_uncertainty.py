@@ -122,6 +122,12 @@ def test_ranking_orders_slices_and_finds_the_least_sure_square():
     assert [p.done for p in _progress(rank_slices(u))] == [1, 2, 3]
 
 
+def test_the_hotspot_of_a_narrow_last_square_lies_inside_the_slice():
+    u = np.zeros((1, 300, 300), np.float32)
+    u[0, 280:, 280:] = 1.0  # the last square is 44 pixels wide: 256-299
+    assert rank(u, region=128).hotspot(0) == (256 + 22, 256 + 22)
+
+
 def _progress(job):
     records = []
     drain(job, records.append)

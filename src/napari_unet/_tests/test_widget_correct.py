@@ -237,6 +237,19 @@ def test_the_list_fills_when_prediction_makes_the_mask(widget, viewer, model_pat
     assert len(next_listed(widget)) == 4
 
 
+def test_a_stack_of_another_shape_gets_its_own_ranking(widget, viewer, model_path, qtbot,
+                                                        isbi_small):
+    predict_stack(viewer, model_path, qtbot)
+    first = slice_ranking(viewer.layers[MASK])
+    other = viewer.add_image(isbi_small[0][:3, :96, :112], name="other em")
+    predictor = predict_stack(viewer, model_path, qtbot, image_layer=other)
+    assert slice_ranking(viewer.layers[MASK]) is first  # the first stack's, untouched
+    new_mask = next(layer for layer in viewer.layers
+                    if layer.name.startswith(MASK) and layer.data.shape == (3, 96, 112))
+    assert sorted(slice_ranking(new_mask).order()) == [0, 1, 2]
+    assert predictor.status.text().startswith("predicted the stack of other em")
+
+
 def test_double_click_jumps_to_a_slice(widget, viewer, model_path, qtbot):
     predict_stack(viewer, model_path, qtbot)
     item = widget.next_list.item(3)

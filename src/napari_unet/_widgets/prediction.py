@@ -269,9 +269,9 @@ class PredictionWidget(JobWidget):
                     colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.7)
         self._write(UNCERTAINTY, result.uncertainty, z, shape, self._viewer.add_image,
                     visible=False, **UNCERTAINTY_STYLE)  # under the mask, which stays selected
-        kept = self._write(MASK, result.mask, z, shape, self._viewer.add_labels,
-                           colormap=LABEL_COLORS, keep=True)
-        self._rank(result.ranking, z, shape)
+        mask, kept = self._write(MASK, result.mask, z, shape, self._viewer.add_labels,
+                                 colormap=LABEL_COLORS, keep=True)
+        self._rank(mask, result.ranking, z, shape)
         if result.cells is not None:
             cells = result.cells
             existing = self._existing(CELLS, shape, napari.layers.Labels)
@@ -285,9 +285,8 @@ class PredictionWidget(JobWidget):
                         "(clear them in Correct and retrain to replace them)")
         self.status.setText(message)
 
-    def _rank(self, ranking: Ranking, z: int | None, shape: tuple[int, ...]) -> None:
+    def _rank(self, mask, ranking: Ranking, z: int | None, shape: tuple[int, ...]) -> None:
         """Leave the slices' ranking on the mask layer, updating slice ``z`` only if given."""
-        mask = self._viewer.layers[MASK]
         if z is not None:
             known = slice_ranking(mask)
             fits = known is not None and known.slices.shape == (shape[0],) \
@@ -300,11 +299,11 @@ class PredictionWidget(JobWidget):
         ok = isinstance(layer, kind) and isinstance(layer.data, np.ndarray)
         return layer if ok and layer.data.shape == shape else None
 
-    def _write(self, name, data, z, shape, add, keep=False, **style) -> list[int]:
+    def _write(self, name, data, z, shape, add, keep=False, **style) -> tuple[object, list[int]]:
         """Write ``data`` (slice ``z``, or all) into the named layer, adding it full-size.
 
-        With ``keep``, slices of the layer marked as corrected keep their content;
-        returns those that would have been written.
+        Returns the layer written, and with ``keep`` the slices of it marked as
+        corrected that kept their content instead of being written.
         """
         kind = napari.layers.Labels if add == self._viewer.add_labels else napari.layers.Image
         layer = self._existing(name, shape, kind)
@@ -313,9 +312,8 @@ class PredictionWidget(JobWidget):
             if z is not None:
                 full[z] = data
             source = self._target[1]
-            add(full, name=name, scale=source.scale, translate=source.translate,
-                metadata={MARK: name}, **style)
-            return []
+            return add(full, name=name, scale=source.scale, translate=source.translate,
+                       metadata={MARK: name}, **style), []
         kept = corrected_slices(layer) if keep else []
         if len(shape) == 2:
             kept = kept[:1]
@@ -330,7 +328,7 @@ class PredictionWidget(JobWidget):
             kept = []
             layer.data[z] = data
             layer.refresh()
-        return kept
+        return layer, kept
 
 
 def _done_of_total(p: PredictProgress) -> tuple[int, int]:

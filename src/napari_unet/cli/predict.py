@@ -179,12 +179,13 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
                          overwrite=args.overwrite)
         _drain(job, "block")
         threshold, close_gaps = mask_settings(args, model_file)
-        with step(f"writing the mask ({describe_mask(threshold, close_gaps)}) to {mask}"):
-            staged = scratch / mask.name
+        staged = scratch / mask.name
+        with step(f"computing the mask ({describe_mask(threshold, close_gaps)})"):
             threshold_volume(probabilities, staged, threshold=threshold, close_gaps=close_gaps,
                              convention="isbi" if args.isbi else "membrane")
-            publish(staged, mask)  # --overwrite was checked before any work
-        _uncertainty_outputs(outputs, probabilities, scratch, threshold)
+        _uncertainty_outputs(outputs, probabilities, threshold)
+        with step(f"writing the mask to {mask}"):
+            publish(staged, mask)  # last: --overwrite was checked before any work
     finally:
         if client is not None:
             client.close()
@@ -193,12 +194,14 @@ def run_large(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
     return 0
 
 
-def _uncertainty_outputs(outputs: dict[str, Path], probabilities: Path, scratch: Path,
+def _uncertainty_outputs(outputs: dict[str, Path], probabilities: Path,
                          threshold: float) -> None:
     """Write a large volume's uncertainty (zarr) and ranking (CSV), when asked for.
 
-    The uncertainty is built in a hidden folder beside its output (``scratch`` when it
-    is not kept) and moved into place whole.
+    The map is the margin measure (a volume keeps no spread of test-time-augmented
+    predictions). It is built in a hidden folder beside its output and moved into
+    place whole, before the ranking is written; with ``--ranking`` alone the slices
+    are ranked from the map computed on the fly, nothing written.
     """
     if "uncertainty" not in outputs and "ranking" not in outputs:
         return
@@ -207,25 +210,29 @@ def _uncertainty_outputs(outputs: dict[str, Path], probabilities: Path, scratch:
 
     import dask.array as da
 
-    from napari_unet.prediction.uncertainty import rank_slices
+    from napari_unet.prediction.uncertainty import lazy_uncertainty, rank_slices, typical_reach
     from napari_unet.prediction.volume import publish, uncertainty_volume
 
     target = outputs.get("uncertainty")
-    staging = Path(tempfile.mkdtemp(prefix=".napari-unet.", dir=target.parent)) if target \
-        else scratch
-    try:
-        staged = staging / "uncertainty.zarr"
-        with step("computing the uncertainty"):
-            uncertainty_volume(probabilities, staged, threshold=threshold)
-        if "ranking" in outputs:
-            ranking = _drain(rank_slices(da.from_zarr(str(staged))), "slice")
-            with step(f"writing the ranking to {outputs['ranking']}"):
-                ranking.write_csv(outputs["ranking"])
-        if target:
+    if target is None:
+        probs = da.from_zarr(str(probabilities))
+        lazy = lazy_uncertainty(probs, threshold=threshold,
+                                reach=typical_reach(probs, threshold=threshold))
+        ranking = _drain(rank_slices(lazy), "slice")
+    else:
+        staging = Path(tempfile.mkdtemp(prefix=".napari-unet.", dir=target.parent))
+        try:
+            staged = staging / "uncertainty.zarr"
+            with step("computing the uncertainty"):
+                uncertainty_volume(probabilities, staged, threshold=threshold)
+            ranking = _drain(rank_slices(da.from_zarr(str(staged))), "slice") \
+                if "ranking" in outputs else None
             publish(staged, target)
-    finally:
-        if staging != scratch:
+        finally:
             shutil.rmtree(staging, ignore_errors=True)
+    if "ranking" in outputs:
+        with step(f"writing the ranking to {outputs['ranking']}"):
+            ranking.write_csv(outputs["ranking"])
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -296,8 +303,9 @@ def add_predict(jobs) -> None:
     parser.add_argument("--cells", metavar="CELLS.tif", help="also write cell instance labels")
     parser.add_argument("--uncertainty", metavar="UNC.tif",
                         help="also write the uncertainty map in [0, 1] (.tif, or .zarr for "
-                        "large volumes): near the threshold (or, with --tta, where the 8 "
-                        "predictions disagree), weighted towards the crests between cells")
+                        "large volumes): near the threshold (or, with --tta and in memory, "
+                        "where the 8 predictions disagree), weighted towards the crests between "
+                        "cells, and far from any membrane")
     parser.add_argument("--ranking", metavar="RANKING.csv",
                         help="also write the slices ranked by uncertainty, least sure first, "
                         "with the centre of each slice's least sure 128-pixel square")

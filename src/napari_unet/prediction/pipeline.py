@@ -137,20 +137,19 @@ def prediction_job(
         out = yield from predict(model.to(device), unit_image, normalization, device=device,
                                  spread=spread, **options)
     prob, spread = out if spread else (out, None)
-    unsure = {"spread": spread} if uncertainty else None
-    return (yield from _postprocess(prob, threshold, close_gaps, min_size, unsure))
+    return (yield from _postprocess(prob, threshold, close_gaps, min_size, uncertainty, spread))
 
 
 def _postprocess(prob: np.ndarray, threshold: float, close_gaps: float | None,
-                 min_size: int | None,
-                 uncertainty: dict | None) -> Generator[PostProgress, None, Prediction]:
-    """Mask, uncertainty (the keywords of `uncertainty_map`; None: no map), then cells."""
+                 min_size: int | None, uncertainty: bool,
+                 spread: np.ndarray | None = None) -> Generator[PostProgress, None, Prediction]:
+    """Mask, then (with ``uncertainty``) the map, from ``spread`` when given, then cells."""
     yield PostProgress("mask")
     mask = membrane_mask(prob, threshold=threshold, close_gaps=close_gaps)
     unsure = ranking = None
-    if uncertainty is not None:
+    if uncertainty:
         yield PostProgress("uncertainty")
-        unsure = uncertainty_map(prob, threshold=threshold, **uncertainty)
+        unsure = uncertainty_map(prob, threshold=threshold, spread=spread)
         ranking = rank(unsure)
     cells = None
     if min_size is not None:
@@ -247,8 +246,7 @@ def image_job(
     with using_cpu_threads(device):
         prob = yield from predict_foreign(model, image, device=str(device),
                                           tile=options.get("tile"))
-    return (yield from _postprocess(prob, threshold, close_gaps, min_size,
-                                    {} if uncertainty else None))
+    return (yield from _postprocess(prob, threshold, close_gaps, min_size, uncertainty))
 
 
 def volume_job(

@@ -226,25 +226,29 @@ class Ranking:
         row and column may be narrower).
     region : int
         The squares' side, in pixels.
+    shape : (2,) tuple of int
+        A slice's height and width.
     """
 
     slices: np.ndarray
     regions: np.ndarray
     region: int
+    shape: tuple[int, int]
 
     @classmethod
     def unknown(cls, depth: int, height: int, width: int, region: int = REGION) -> "Ranking":
         """Return the ranking of a stack none of whose slices is predicted yet."""
-        shape = region_sizes(height, width, region).shape
-        return cls(np.full(depth, np.nan), np.full((depth, *shape), np.nan), region)
+        squares = region_sizes(height, width, region).shape
+        return cls(np.full(depth, np.nan), np.full((depth, *squares), np.nan), region,
+                   (height, width))
 
     def with_slice(self, z: int, other: "Ranking") -> "Ranking":
         """Return this ranking with slice ``z`` scored as the one slice of ``other``."""
-        if other.region != self.region or other.regions.shape[1:] != self.regions.shape[1:]:
+        if other.region != self.region or other.shape != self.shape:
             raise ValueError("rankings of different slice or region sizes")
         slices, regions = self.slices.copy(), self.regions.copy()
         slices[z], regions[z] = other.slices[0], other.regions[0]
-        return Ranking(slices, regions, self.region)
+        return Ranking(slices, regions, self.region, self.shape)
 
     def order(self) -> list[int]:
         """Return the predicted slices, least sure first (ties: the lower slice first)."""
@@ -252,9 +256,10 @@ class Ranking:
         return [int(z) for z in known[np.argsort(-self.slices[known], kind="stable")]]
 
     def hotspot(self, z: int) -> tuple[int, int]:
-        """Return the (row, column) pixel at the centre of slice ``z``'s least sure region."""
-        r, c = np.unravel_index(int(np.argmax(self.regions[z])), self.regions[z].shape)
-        return int(r * self.region + self.region // 2), int(c * self.region + self.region // 2)
+        """Return the (row, column) pixel at the centre of slice ``z``'s least sure square."""
+        r, c = np.unravel_index(int(np.nanargmax(self.regions[z])), self.regions[z].shape)
+        height, width = self.shape
+        return (_centre(int(r), self.region, height), _centre(int(c), self.region, width))
 
     def write_csv(self, path: str | os.PathLike) -> Path:
         """Write one row per slice, least sure first: rank, slice, score, hotspot row and column.
@@ -270,6 +275,12 @@ class Ranking:
                     out.writerow([place, z, f"{self.slices[z]:.6f}", y, x])
 
         return atomic_write(Path(path), write)
+
+
+def _centre(index: int, region: int, length: int) -> int:
+    """Return the middle pixel of square ``index`` along an axis of ``length`` pixels."""
+    start = index * region
+    return start + min(region, length - start) // 2
 
 
 def region_means(plane: np.ndarray, region: int) -> np.ndarray:
@@ -321,7 +332,7 @@ def rank_slices(uncertainty, *, region: int = REGION) -> Generator[RankProgress,
         regions[z] = region_means(np.asarray(stack[z]), region)
         yield RankProgress(z + 1, len(stack))
     slices = (regions * sizes).sum(axis=(1, 2)) / sizes.sum()
-    return Ranking(slices, regions, region)
+    return Ranking(slices, regions, region, (int(stack.shape[1]), int(stack.shape[2])))
 
 
 def rank(uncertainty, *, region: int = REGION) -> Ranking:
