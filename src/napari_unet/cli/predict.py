@@ -210,14 +210,12 @@ def _uncertainty_outputs(outputs: dict[str, Path], probabilities: Path,
 
     import dask.array as da
 
-    from napari_unet.prediction.uncertainty import lazy_uncertainty, rank_slices, typical_reach
+    from napari_unet.prediction.uncertainty import lazy_uncertainty, rank_slices
     from napari_unet.prediction.volume import publish, uncertainty_volume
 
     target = outputs.get("uncertainty")
     if target is None:
-        probs = da.from_zarr(str(probabilities))
-        lazy = lazy_uncertainty(probs, threshold=threshold,
-                                reach=typical_reach(probs, threshold=threshold))
+        lazy = lazy_uncertainty(da.from_zarr(str(probabilities)), threshold=threshold)
         ranking = _drain(rank_slices(lazy), "slice")
     else:
         staging = Path(tempfile.mkdtemp(prefix=".napari-unet.", dir=target.parent))

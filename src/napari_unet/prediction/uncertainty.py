@@ -204,11 +204,14 @@ def uncertainty_map(probabilities: np.ndarray, *, threshold: float = 0.5,
     return np.maximum(unsure, FAR_WEIGHT * far)
 
 
-def lazy_uncertainty(probabilities: da.Array, *, threshold: float, reach: float) -> da.Array:
+def lazy_uncertainty(probabilities: da.Array, *, threshold: float,
+                     reach: float | None = None) -> da.Array:
     """`uncertainty_map` (the margin) of a lazy (Y, X) or (Z, Y, X) array, whole slice by slice.
 
-    ``reach`` is the stack's (`typical_reach`, computed once, before).
+    ``reach`` is the stack's (None: its `typical_reach`, measured now, once for all slices).
     """
+    if reach is None:
+        reach = typical_reach(probabilities, threshold=threshold)
     whole = probabilities.rechunk({-1: -1, -2: -1})
     return whole.map_blocks(uncertainty_map, threshold=threshold, reach=reach, dtype=np.float32)
 

@@ -76,7 +76,7 @@ from napari_unet.prediction.blocks import (
     predict_block,
 )
 from napari_unet.prediction.postprocess import lazy_membrane
-from napari_unet.prediction.uncertainty import lazy_uncertainty, typical_reach
+from napari_unet.prediction.uncertainty import lazy_uncertainty
 
 DEFAULT_BLOCK = (1, 1024, 1024)
 """Slices, rows and columns of a block (and of an output chunk)."""
@@ -292,8 +292,7 @@ def uncertainty_volume(probabilities: str | os.PathLike, output: str | os.PathLi
     path : Path
     """
     probs = da.from_zarr(str(probabilities))
-    reach = typical_reach(probs, threshold=threshold)
-    uncertainty = lazy_uncertainty(probs, threshold=threshold, reach=reach)
+    uncertainty = lazy_uncertainty(probs, threshold=threshold)
     da.to_zarr(uncertainty.rechunk(probs.chunks), str(output))
     zarr.open_array(str(output), mode="r+").attrs.update(
         {KIND_KEY: "uncertainty", "threshold": float(threshold)})
